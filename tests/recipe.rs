@@ -1,0 +1,114 @@
+//! Recipes: every shipped one validates; typos and bad values give errors that name the key.
+use steptune::recipe::{parse, LoadedRecipe, Method, QUICKSTART_YAML};
+
+fn err(yaml: &str) -> String {
+    format!("{:#}", parse(yaml, "r.yaml").unwrap_err())
+}
+
+const MIN: &str = "model: {source: Qwen/Qwen3-8B}\ndata: {files: [d.jsonl]}\n";
+
+#[test]
+fn every_shipped_recipe_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "yaml") {
+            LoadedRecipe::load(&p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 4, "expected at least 4 recipes, found {n}");
+}
+
+#[test]
+fn shipped_recipes_carry_the_documents_values() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+    let q = LoadedRecipe::load(&root.join("qwen3-8b-qlora.yaml")).unwrap().recipe;
+    assert_eq!(q.finetune.method, Method::Qlora);
+    assert_eq!((q.finetune.lora_r, q.finetune.lora_alpha), (16, 32.0));
+    assert_eq!(q.finetune.lora_target_modules.len(), 7);
+    assert_eq!(q.training.learning_rate, 2e-4);
+    assert_eq!(q.training.weight_decay, 0.01);
+    let t = LoadedRecipe::load(&root.join("flan-t5-small-full.yaml")).unwrap().recipe;
+    assert_eq!(t.finetune.method, Method::Full);
+    assert_eq!((t.training.learning_rate, t.training.per_device_train_batch_size, t.training.num_train_epochs), (5e-5, 4, 100.0));
+    assert!(t.training.early_stopping_patience > 0);
+}
+
+#[test]
+fn embedded_quickstart_is_the_shipped_file() {
+    let file = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/quickstart.yaml")).unwrap();
+    assert_eq!(file, QUICKSTART_YAML);
+    let q = LoadedRecipe::quickstart();
+    assert_eq!(q.recipe.name, "quickstart");
+    assert_eq!(q.output_dir(), std::path::PathBuf::from("runs/quickstart"));
+}
+
+#[test]
+fn unknown_key_names_it_and_suggests_the_nearest() {
+    let e = err(&format!("{MIN}training: {{learnig_rate: 1.0e-4}}\n"));
+    assert!(e.contains("unknown key `training.learnig_rate`"), "{e}");
+    assert!(e.contains("did you mean `training.learning_rate`?"), "{e}");
+    let e = err(&format!("{MIN}finetune: {{lora_rank: 8}}\n"));
+    assert!(e.contains("`finetune.lora_rank`") && e.contains("`finetune.lora_r`"), "{e}");
+}
+
+#[test]
+fn key_at_the_wrong_level_says_where_it_belongs() {
+    let e = err(&format!("{MIN}learning_rate: 1.0e-4\n"));
+    assert!(e.contains("unknown key `learning_rate`: it belongs at `training.learning_rate`"), "{e}");
+}
+
+#[test]
+fn every_unknown_key_is_reported_at_once() {
+    let e = err(&format!("{MIN}trainig: {{}}\ndata2: 1\n"));
+    assert!(e.contains("`trainig`") && e.contains("`data2`"), "{e}");
+}
+
+#[test]
+fn out_of_range_values_name_the_key_and_range() {
+    let e = err(&format!("{MIN}finetune: {{lora_dropout: 1.5}}\n"));
+    assert!(e.contains("`finetune.lora_dropout` is 1.5, must be in [0, 1)"), "{e}");
+    let e = err(&format!("{MIN}training: {{learning_rate: 0}}\n"));
+    assert!(e.contains("`training.learning_rate` is 0, must be in (0, 1]"), "{e}");
+    let e = err(&format!("{MIN}training: {{warmup_steps: 10}}\n"));
+    assert!(e.contains("warmup_ratio") && e.contains("both set"), "{e}");
+    let e = err(&format!("{MIN}finetune: {{lora_target_modules: [q_prj]}}\n"));
+    assert!(e.contains("unknown module `q_prj`") && e.contains("did you mean `q_proj`"), "{e}");
+    let e = err(&format!("{MIN}training: {{device: gpu}}\n"));
+    assert!(e.contains("`training.device`"), "{e}");
+}
+
+#[test]
+fn wrong_enum_value_names_the_key_and_choices() {
+    let e = err(&format!("{MIN}training: {{lr_scheduler_type: cosin}}\n"));
+    assert!(e.contains("training.lr_scheduler_type") && e.contains("cosine"), "{e}");
+    let e = err(&format!("{MIN}data: {{files: [a.csv], over_length: cut}}\n"));
+    assert!(e.contains("over_length") && e.contains("truncate"), "{e}");
+}
+
+#[test]
+fn missing_required_values_are_named() {
+    let e = err("data: {files: [a.jsonl]}\n");
+    assert!(e.contains("`model.source` is required"), "{e}");
+    let e = err("model: {source: random}\ndata: {files: [a.jsonl]}\n");
+    assert!(e.contains("needs `model.config`"), "{e}");
+    let e = err("model: {source: x/y}\n");
+    assert!(e.contains("`data.files` is empty"), "{e}");
+}
+
+#[test]
+fn resolved_recipe_round_trips_with_defaults_filled_in() {
+    let r = parse(MIN, "r.yaml").unwrap();
+    let yaml = r.to_yaml();
+    assert!(yaml.contains("learning_rate: 0.0002"), "{yaml}");
+    assert!(yaml.contains("lr_scheduler_type: linear"));
+    assert_eq!(parse(&yaml, "resolved").unwrap(), r);
+}
+
+#[test]
+fn invalid_yaml_names_the_file() {
+    let e = err("model: [unclosed\n");
+    assert!(e.starts_with("r.yaml: not valid YAML"), "{e}");
+}
