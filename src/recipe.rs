@@ -513,7 +513,8 @@ pub fn parse(text: &str, origin: &str) -> Result<Recipe> {
     if !errors.is_empty() {
         bail!("{origin}: {}", errors.join("\n"));
     }
-    let recipe: Recipe = serde_yaml::from_value(user).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    // From the text, not the Value: serde_yaml's errors then carry the key path and the line.
+    let recipe: Recipe = if user.is_null() { Recipe::default() } else { serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))? };
     recipe.validate().map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
     Ok(recipe)
 }

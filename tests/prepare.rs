@@ -17,6 +17,13 @@ fn procedures_recipe(extra: &str) -> LoadedRecipe {
     common::recipe_in(&common::repo(), &yaml)
 }
 
+fn expect_err(r: anyhow::Result<PrepareOutput>) -> String {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
 fn prompts(out: &[steptune::data::prepare::Prepared]) -> HashSet<String> {
     out.iter().map(|e| text_key(&e.prompt)).collect()
 }
@@ -102,7 +109,7 @@ const SMALL: &str = "\
 {\"prompt\": \"how do i RESET my password\", \"output\": \"1. Open the app\\n2. Tap Forgot\", \"group\": \"pw\"}
 {\"prompt\": \"I forgot my password, help\", \"output\": \"1. Open the app\\n2. Tap Forgot\", \"group\": \"pw\"}
 {\"prompt\": \"Password reset please\", \"output\": \"- Open the app\\n- Tap Forgot\", \"group\": \"pw\"}
-{\"prompt\": \"Mail me at jane.doe@example.com or +1 415 555 0132 about card 4111 1111 1111 1111\", \"output\": \"1. Reply to jane.doe@example.com\\n2. Call 415-555-0132 from 10.0.0.1\", \"group\": \"contact\"}
+{\"prompt\": \"Mail me at jane.doe@example.com or +1 415 555 0132 about card 4111 1111 1111 1111\", \"output\": \"1. Reply to jane.doe@example.com\\n2. Call 415-555-0132 from 81.2.69.142\", \"group\": \"contact\"}
 {\"prompt\": \"Contact Jane Doe about my order 113542617735902\", \"output\": \"1. Find {{Order Number}}\\n2. Call Jane Doe\", \"group\": \"contact\"}
 {\"prompt\": \"Update the app\", \"output\": [\"Open the store\", \"Tap Update\"], \"group\": \"update\"}
 ";
@@ -110,7 +117,8 @@ const SMALL: &str = "\
 fn small_recipe(dir: &std::path::Path, extra: &str) -> LoadedRecipe {
     common::write(dir, "small.jsonl", SMALL.as_bytes());
     common::write(dir, "names.txt", b"# people\nJane Doe\n");
-    common::recipe_in(dir, &format!("name: s\n{TINY_MODEL}data:\n  files: [small.jsonl]\n  pii: {{names_file: names.txt}}\n  max_length: 512\n{extra}"))
+    let extra = if extra.contains("max_length") { extra.to_string() } else { format!("  max_length: 512\n{extra}") };
+    common::recipe_in(dir, &format!("name: s\n{TINY_MODEL}data:\n  files: [small.jsonl]\n  pii: {{names_file: names.txt}}\n{extra}"))
 }
 
 #[test]
@@ -150,23 +158,32 @@ fn near_duplicates_follow_the_threshold() {
 #[test]
 fn over_length_policies_error_drop_and_truncate() {
     let d = tempfile::tempdir().unwrap();
-    let e = prepare::prepare(&small_recipe(d.path(), "  max_length: 30\n")).unwrap_err();
-    let msg = format!("{e:#}");
-    assert!(msg.contains("longer than data.max_length = 30") && msg.contains("small.jsonl row"), "{msg}");
+    // A max_length just above the longest prompt, from the data's own lengths: every prompt
+    // fits, some answers do not.
+    let full = prepare::prepare(&small_recipe(d.path(), "")).unwrap();
+    let rows: Vec<_> = full.train.iter().chain(&full.eval).filter(|e| e.copy == 0).collect();
+    let max_len = rows.iter().map(|e| e.enc.prompt_tokens).max().unwrap() + 1;
+    let longer = rows.iter().filter(|e| e.enc.input_ids.len() > max_len).count();
+    assert!(longer > 0);
+    let with = |policy: &str| small_recipe(d.path(), &format!("  max_length: {max_len}\n  over_length: {policy}\n"));
+
+    let msg = expect_err(prepare::prepare(&with("error")));
+    assert!(msg.contains(&format!("longer than data.max_length = {max_len}")) && msg.contains("small.jsonl row"), "{msg}");
     assert!(msg.contains("over_length"), "{msg}");
 
-    let out = prepare::prepare(&small_recipe(d.path(), "  max_length: 30\n  over_length: drop\n")).unwrap();
-    let dropped = out.report.length.dropped.len();
-    assert!(dropped > 0);
-    assert!(out.train.iter().chain(&out.eval).all(|e| e.enc.input_ids.len() <= 30));
+    let out = prepare::prepare(&with("drop")).unwrap();
+    assert_eq!(out.report.length.dropped.len(), longer);
+    assert!(out.train.iter().chain(&out.eval).all(|e| e.enc.input_ids.len() <= max_len));
 
-    let out = prepare::prepare(&small_recipe(d.path(), "  max_length: 30\n  over_length: truncate\n")).unwrap();
-    assert!(!out.report.length.truncated.is_empty() || !out.report.length.dropped_prompt_too_long.is_empty());
+    let out = prepare::prepare(&with("truncate")).unwrap();
+    let l = &out.report.length;
+    assert_eq!(l.truncated.len(), longer);
+    assert!(l.dropped_prompt_too_long.is_empty());
     for e in out.train.iter().chain(&out.eval) {
-        assert!(e.enc.input_ids.len() <= 30 && e.enc.labels.len() == e.enc.input_ids.len());
+        assert!(e.enc.input_ids.len() <= max_len && e.enc.labels.len() == e.enc.input_ids.len());
         assert!(e.enc.labels.iter().any(|&l| l != IGNORE_INDEX), "a truncated row keeps some answer");
     }
-    assert!(out.train.iter().any(|e| e.truncated));
+    assert!(out.train.iter().chain(&out.eval).any(|e| e.truncated));
 }
 
 #[test]
@@ -189,7 +206,7 @@ fn bad_rows_stop_the_run_or_are_skipped_and_reported() {
     let bad = format!("{SMALL}{{\"prompt\": \"\", \"output\": \"1. x\\n2. y\"}}\n");
     common::write(d.path(), "bad.jsonl", bad.as_bytes());
     let mk = |extra: &str| common::recipe_in(d.path(), &format!("name: b\n{TINY_MODEL}data:\n  files: [bad.jsonl]\n{extra}"));
-    let msg = format!("{:#}", prepare::prepare(&mk("")).unwrap_err());
+    let msg = expect_err(prepare::prepare(&mk("")));
     assert!(msg.contains("1 of 8 rows failed validation") && msg.contains("bad.jsonl row 8 (line 8), field `prompt`: is empty"), "{msg}");
     assert!(msg.contains("on_bad_row: skip"));
     let out = prepare::prepare(&mk("  on_bad_row: skip\n")).unwrap();

@@ -84,7 +84,7 @@ fn out_of_range_values_name_the_key_and_range() {
 fn wrong_enum_value_names_the_key_and_choices() {
     let e = err(&format!("{MIN}training: {{lr_scheduler_type: cosin}}\n"));
     assert!(e.contains("training.lr_scheduler_type") && e.contains("cosine"), "{e}");
-    let e = err(&format!("{MIN}data: {{files: [a.csv], over_length: cut}}\n"));
+    let e = err("model: {source: Qwen/Qwen3-8B}\ndata: {files: [a.csv], over_length: cut}\n");
     assert!(e.contains("over_length") && e.contains("truncate"), "{e}");
 }
 

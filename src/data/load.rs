@@ -119,10 +119,15 @@ fn pick(explicit: &Option<String>, names: &[&str], present: &dyn Fn(&str) -> boo
 /// Resolves the column mapping against the fields a file has; an explicitly mapped column that
 /// is missing is an error that lists what the file does have.
 fn resolve_columns(file: &str, columns: &Columns, fields: &[String]) -> Result<ColumnsUsed> {
+    // No row could be read at all: keep the usual names so each row's own error is reported.
+    if fields.is_empty() {
+        let or = |c: &Option<String>, d: &str| c.clone().unwrap_or_else(|| d.to_string());
+        return Ok(ColumnsUsed { prompt: or(&columns.prompt, "prompt"), output: or(&columns.output, "output"), group: columns.group.clone(), id: columns.id.clone() });
+    }
     let present = |n: &str| fields.iter().any(|f| f == n);
     let need = |explicit: &Option<String>, names: &[&str], what: &str| -> Result<String> {
         match pick(explicit, names, &present) {
-            Some(c) if present(&c) || fields.is_empty() => Ok(c),
+            Some(c) if present(&c) => Ok(c),
             Some(c) => bail!("{file}: column `{c}` (data.columns.{what}) is not in the file; it has: {}", fields.join(", ")),
             None => bail!(
                 "{file}: no {what} column; looked for {}. Map one with `data.columns.{what}`; the file has: {}",
@@ -133,7 +138,7 @@ fn resolve_columns(file: &str, columns: &Columns, fields: &[String]) -> Result<C
     };
     let optional = |explicit: &Option<String>, names: &[&str], what: &str| -> Result<Option<String>> {
         match pick(explicit, names, &present) {
-            Some(c) if present(&c) || fields.is_empty() => Ok(Some(c)),
+            Some(c) if present(&c) => Ok(Some(c)),
             Some(c) if explicit.is_some() => bail!("{file}: column `{c}` (data.columns.{what}) is not in the file; it has: {}", fields.join(", ")),
             _ => Ok(None),
         }
@@ -163,7 +168,7 @@ fn load_json(file: &str, bytes: &[u8], columns: &Columns) -> Result<Loaded> {
     let Value::Array(items) = value else {
         bail!("{file}: a JSON data file must hold an array of objects; for one object per line use .jsonl")
     };
-    let fields = first_object_keys(items.iter());
+    let fields = object_keys(items.iter());
     let used = resolve_columns(file, columns, &fields)?;
     let mut out = Loaded { columns: used, format: "json", ..Default::default() };
     for (i, item) in items.iter().enumerate() {
@@ -190,7 +195,7 @@ fn load_jsonl(file: &str, bytes: &[u8], columns: &Columns) -> Result<Loaded> {
         };
         parsed.push((at, value));
     }
-    let fields = first_object_keys(parsed.iter().filter_map(|(_, v)| v.as_ref().ok()));
+    let fields = object_keys(parsed.iter().filter_map(|(_, v)| v.as_ref().ok()));
     let used = resolve_columns(file, columns, &fields)?;
     let mut out = Loaded { columns: used, format: "jsonl", ..Default::default() };
     for (at, value) in parsed {
@@ -202,8 +207,18 @@ fn load_jsonl(file: &str, bytes: &[u8], columns: &Columns) -> Result<Loaded> {
     Ok(out)
 }
 
-fn first_object_keys<'a>(mut items: impl Iterator<Item = &'a Value>) -> Vec<String> {
-    items.find_map(|v| v.as_object()).map(|o| o.keys().cloned().collect()).unwrap_or_default()
+/// Every key any object has, in order of first appearance: optional fields (a group) may be
+/// absent from the first rows.
+fn object_keys<'a>(items: impl Iterator<Item = &'a Value>) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for o in items.filter_map(Value::as_object) {
+        for k in o.keys() {
+            if !keys.contains(k) {
+                keys.push(k.clone());
+            }
+        }
+    }
+    keys
 }
 
 fn type_name(v: &Value) -> &'static str {

@@ -2,7 +2,7 @@
 //! phone numbers, card numbers, IP addresses or customer names, so each is replaced by a fixed
 //! placeholder. Customer-support data is full of order ids, dates, prices and versions that look
 //! numeric too, so every detector errs on the side of leaving those alone.
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::LazyLock;
 
 use regex::{Regex, RegexBuilder};
@@ -410,6 +410,20 @@ fn luhn(digits: &str) -> bool {
     matches!(sum % 10, 0)
 }
 
+/// Only a globally routable address can point at a person; private, loopback, link-local and
+/// documentation addresses (a router's 192.168.1.1 in a procedure) are content, not personal data.
+fn is_public_v4(a: Ipv4Addr) -> bool {
+    !(a.is_private() || a.is_loopback() || a.is_link_local() || a.is_unspecified() || a.is_broadcast() || a.is_documentation())
+}
+
+fn is_public_v6(a: Ipv6Addr) -> bool {
+    if let Some(v4) = a.to_ipv4_mapped() {
+        return is_public_v4(v4);
+    }
+    let doc = a.segments()[0] == 0x2001 && a.segments()[1] == 0x0db8;
+    !(a.is_loopback() || a.is_unspecified() || a.is_unique_local() || a.is_unicast_link_local() || doc)
+}
+
 fn replace_ipv6(s: &str, count: &mut usize) -> String {
     let mut spans = Vec::new();
     for m in IPV6_RUN.find_iter(s) {
@@ -418,7 +432,7 @@ fn replace_ipv6(s: &str, count: &mut usize) -> String {
         let ok = cand.matches(':').count() >= 2
             && !cand.starts_with('.')
             && cand.bytes().any(|b| b.is_ascii_digit())
-            && cand.parse::<Ipv6Addr>().is_ok()
+            && cand.parse::<Ipv6Addr>().is_ok_and(is_public_v6)
             && !is_word(prev_char(s, start))
             && !is_word(next_char(s, end));
         if ok {
@@ -436,7 +450,8 @@ fn replace_ipv4(s: &str, count: &mut usize) -> String {
         let octets_ok =
             parts.len() == 4 && parts.iter().all(|p| p.len() <= 3 && p.parse::<u16>().is_ok_and(|v| v <= 255));
         let p = prev_char(s, m.start());
-        let ok = octets_ok && !is_word(p) && p != Some('.') && !is_word(next_char(s, m.end()));
+        let public = octets_ok && m.as_str().parse::<Ipv4Addr>().is_ok_and(is_public_v4);
+        let ok = public && !is_word(p) && p != Some('.') && !is_word(next_char(s, m.end()));
         if ok {
             spans.push((m.start(), m.end()));
         }
@@ -641,17 +656,20 @@ mod tests {
 
     #[test]
     fn ipv4() {
-        let (out, c) = scrub("Server 192.168.0.1 and 10.0.0.255:8080, net 10.0.0.0/8.");
-        assert_eq!(out, "Server [IP] and [IP]:8080, net [IP]/8.");
+        let (out, c) = scrub("Server 81.2.69.142 and 8.8.4.4:8080, net 93.184.0.0/16.");
+        assert_eq!(out, "Server [IP] and [IP]:8080, net [IP]/16.");
         assert_eq!(c.ip, 3);
         unchanged("Version 1.2.3.4.5, build 256.1.1.1, release 1.2.3.");
+        // Private, loopback and documentation addresses are procedure content.
+        unchanged("Open 192.168.1.1 or 10.0.0.1, then 127.0.0.1 and 203.0.113.5.");
     }
 
     #[test]
     fn ipv6() {
-        let (out, c) = scrub("Hosts 2001:0db8:85a3:0000:0000:8a2e:0370:7334, fe80::1 and ::ffff:192.0.2.1.");
+        let (out, c) = scrub("Hosts 2a00:1450:4001:0829:0000:0000:0000:200e, 2606:4700::1111 and ::ffff:81.2.69.142.");
         assert_eq!(out, "Hosts [IP], [IP] and [IP].");
         assert_eq!(c.ip, 3);
+        unchanged("Local fe80::1, fd00::1, ::1 and 2001:db8::1 stay.");
         unchanged("Meet at 10:30 or 10:30:45; see std::fs and Add::fee; MAC 00:1A:2B:3C:4D:5E.");
     }
 
@@ -685,7 +703,7 @@ mod tests {
     fn mixed_sentence() {
         let s = all(&["Maria Garcia"]);
         let text = "Hi, I'm maria garcia (maria.g@example.com, +1 415 555 0132). Card 4111-1111-1111-1111 \
-                    was charged for order {{Order Number}} #113542617735902 from 192.168.1.20 on 2024-01-05.";
+                    was charged for order {{Order Number}} #113542617735902 from 81.2.69.142 on 2024-01-05.";
         let (out, c) = s.scrub(text);
         assert_eq!(
             out,

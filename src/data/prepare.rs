@@ -272,12 +272,18 @@ pub fn prepare(recipe: &LoadedRecipe) -> Result<PrepareOutput> {
     t.lap(&mut report.seconds, "template_and_tokenize");
 
     // 6. Statistics before the length policy, then the policy itself.
-    let lens = |enc: &[Encoded]| -> (Vec<usize>, Vec<usize>) { (enc.iter().map(|e| e.prompt_tokens).collect(), enc.iter().map(|e| e.answer_tokens).collect()) };
-    let (tp, ta) = lens(&train_enc);
-    let (ep, ea) = lens(&eval_enc);
-    report.stats_train = split_stats(&tp, &ta, d.max_length);
-    report.stats_eval = split_stats(&ep, &ea, d.max_length);
-    let all_totals: Vec<usize> = train_enc.iter().chain(&eval_enc).map(|e| e.total_tokens()).collect();
+    // The length that max_length limits: the one sequence (chat), or the longer side (seq2seq).
+    let limited = |e: &Encoded| match kind {
+        ModelKind::Causal => e.input_ids.len(),
+        ModelKind::Seq2Seq => e.input_ids.len().max(e.labels.len()),
+    };
+    let stats = |enc: &[Encoded]| {
+        let col = |f: &dyn Fn(&Encoded) -> usize| enc.iter().map(f).collect::<Vec<usize>>();
+        split_stats(&col(&|e| e.prompt_tokens), &col(&|e| e.answer_tokens), &col(&|e| e.total_tokens), &col(&limited), d.max_length)
+    };
+    report.stats_train = stats(&train_enc);
+    report.stats_eval = stats(&eval_enc);
+    let all_totals: Vec<usize> = train_enc.iter().chain(&eval_enc).map(limited).collect();
     let all = super::stats::summarize(&all_totals);
     report.length = LengthPolicyReport {
         max_length: d.max_length,
@@ -313,7 +319,7 @@ fn apply_length_policy(
             ModelKind::Causal => enc.input_ids.len() > max_len,
             ModelKind::Seq2Seq => enc.input_ids.len() > max_len || enc.labels.len() > max_len,
         };
-        let name = format!("{} ({} tokens)", row.at, enc.total_tokens());
+        let name = format!("{} ({} tokens)", row.at, enc.total_tokens);
         let mut truncated = false;
         if over {
             match policy {
@@ -331,15 +337,13 @@ fn apply_length_policy(
                         continue;
                     }
                     enc.input_ids.truncate(max_len);
-                    if kind == ModelKind::Causal {
-                        enc.labels.truncate(max_len);
-                        enc.answer_tokens = enc.labels.iter().filter(|&&l| l != IGNORE_INDEX).count();
-                        enc.prompt_tokens = enc.input_ids.len() - enc.answer_tokens;
-                    } else {
-                        enc.labels.truncate(max_len);
-                        enc.prompt_tokens = enc.input_ids.len();
-                        enc.answer_tokens = enc.labels.len();
-                    }
+                    enc.labels.truncate(max_len);
+                    enc.answer_tokens = enc.labels.iter().filter(|&&l| l != IGNORE_INDEX).count();
+                    enc.prompt_tokens = enc.prompt_tokens.min(enc.input_ids.len());
+                    enc.total_tokens = match kind {
+                        ModelKind::Causal => enc.input_ids.len(),
+                        ModelKind::Seq2Seq => enc.input_ids.len() + enc.labels.len(),
+                    };
                     truncated = true;
                     rep.truncated.push(name);
                 }

@@ -78,14 +78,15 @@ pub struct SplitStats {
     pub over_max_length: usize,
 }
 
-pub fn split_stats(prompt: &[usize], answer: &[usize], max_length: usize) -> SplitStats {
-    let total: Vec<usize> = prompt.iter().zip(answer).map(|(p, a)| p + a).collect();
+/// `limited` is the length `max_length` bounds: the whole sequence for chat models, the longer
+/// of encoder and decoder for seq2seq.
+pub fn split_stats(prompt: &[usize], answer: &[usize], total: &[usize], limited: &[usize], max_length: usize) -> SplitStats {
     SplitStats {
         prompt: summarize(prompt),
         answer: summarize(answer),
-        total: summarize(&total),
-        total_histogram: histogram(&total, 12),
-        over_max_length: total.iter().filter(|&&t| t > max_length).count(),
+        total: summarize(total),
+        total_histogram: histogram(total, 12),
+        over_max_length: limited.iter().filter(|&&t| t > max_length).count(),
     }
 }
 

@@ -71,14 +71,13 @@ pub struct Encoded {
     pub input_ids: Vec<u32>,
     /// Per position of `input_ids` (chat) or the decoder targets (seq2seq); -100 where masked.
     pub labels: Vec<i64>,
+    /// Tokens before the answer.
     pub prompt_tokens: usize,
+    /// Labelled tokens: the answer and its end-of-turn (chat) or eos (seq2seq).
     pub answer_tokens: usize,
-}
-
-impl Encoded {
-    pub fn total_tokens(&self) -> usize {
-        self.prompt_tokens + self.answer_tokens
-    }
+    /// Chat: the whole sequence (the template may add tokens after the answer). Seq2seq: encoder
+    /// plus decoder tokens.
+    pub total_tokens: usize,
 }
 
 pub fn chat_messages(system: Option<&str>, prompt: &str, answer: Option<&str>) -> Vec<Message> {
@@ -170,8 +169,7 @@ impl<'a> ChatEncoder<'a> {
             .enumerate()
             .map(|(i, &t)| if i >= start && i <= eos_at { t as i64 } else { IGNORE_INDEX })
             .collect();
-        let answer_tokens = eos_at + 1 - start;
-        Ok(Encoded { text, prompt_tokens: full_ids.len() - answer_tokens, answer_tokens, input_ids: full_ids, labels })
+        Ok(Encoded { text, prompt_tokens: start, answer_tokens: eos_at + 1 - start, total_tokens: full_ids.len(), input_ids: full_ids, labels })
     }
 }
 
@@ -188,7 +186,7 @@ pub fn encode_seq2seq_batch(tok: &TokenizerBundle, pairs: &[(&str, &str)]) -> Re
         .map(|(p, (s, t))| {
             let input_ids = s.get_ids().to_vec();
             let labels: Vec<i64> = t.get_ids().iter().map(|&x| x as i64).collect();
-            Encoded { text: p.0.to_string(), prompt_tokens: input_ids.len(), answer_tokens: labels.len(), input_ids, labels }
+            Encoded { text: p.0.to_string(), prompt_tokens: input_ids.len(), answer_tokens: labels.len(), total_tokens: input_ids.len() + labels.len(), input_ids, labels }
         })
         .collect())
 }
