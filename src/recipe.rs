@@ -143,7 +143,8 @@ pub struct TrainingSection {
     pub per_device_train_batch_size: usize,
     pub per_device_eval_batch_size: usize,
     pub gradient_accumulation_steps: usize,
-    /// Fraction of the optimizer steps spent warming up. Exclusive with `warmup_steps`.
+    /// Fraction of the optimizer steps spent warming up. Exclusive with `warmup_steps`; with
+    /// neither, no warmup.
     pub warmup_ratio: Option<f64>,
     pub warmup_steps: Option<u64>,
     pub lr_scheduler_type: Scheduler,
@@ -379,7 +380,7 @@ impl Default for TrainingSection {
             per_device_train_batch_size: 4,
             per_device_eval_batch_size: 8,
             gradient_accumulation_steps: 1,
-            warmup_ratio: Some(0.05),
+            warmup_ratio: None,
             warmup_steps: None,
             lr_scheduler_type: Scheduler::Linear,
             weight_decay: 0.01,

@@ -72,7 +72,8 @@ fn out_of_range_values_name_the_key_and_range() {
     assert!(e.contains("`finetune.lora_dropout` is 1.5, must be in [0, 1)"), "{e}");
     let e = err(&format!("{MIN}training: {{learning_rate: 0}}\n"));
     assert!(e.contains("`training.learning_rate` is 0, must be in (0, 1]"), "{e}");
-    let e = err(&format!("{MIN}training: {{warmup_steps: 10}}\n"));
+    parse(&format!("{MIN}training: {{warmup_steps: 10}}\n"), "r.yaml").unwrap();
+    let e = err(&format!("{MIN}training: {{warmup_steps: 10, warmup_ratio: 0.1}}\n"));
     assert!(e.contains("warmup_ratio") && e.contains("both set"), "{e}");
     let e = err(&format!("{MIN}finetune: {{lora_target_modules: [q_prj]}}\n"));
     assert!(e.contains("unknown module `q_prj`") && e.contains("did you mean `q_proj`"), "{e}");
@@ -111,4 +112,28 @@ fn resolved_recipe_round_trips_with_defaults_filled_in() {
 fn invalid_yaml_names_the_file() {
     let e = err("model: [unclosed\n");
     assert!(e.starts_with("r.yaml: not valid YAML"), "{e}");
+}
+
+#[test]
+fn readme_documents_every_recipe_key() {
+    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let schema = serde_yaml::to_value(steptune::recipe::Recipe::default()).unwrap();
+    fn walk(v: &serde_yaml::Value, prefix: &str, out: &mut Vec<String>) {
+        if let serde_yaml::Value::Mapping(m) = v {
+            for (k, sub) in m {
+                let p = if prefix.is_empty() { k.as_str().unwrap().to_string() } else { format!("{prefix}.{}", k.as_str().unwrap()) };
+                // Leaves only: a section's name is not a setting.
+                if sub.is_mapping() {
+                    walk(sub, &p, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    let mut keys = Vec::new();
+    walk(&schema, "", &mut keys);
+    let missing: Vec<&String> = keys.iter().filter(|k| !readme.contains(&format!("| `{k}` |"))).collect();
+    assert!(missing.is_empty(), "README's recipe reference lacks: {missing:?}");
+    assert!(keys.len() > 60, "{} keys", keys.len());
 }
