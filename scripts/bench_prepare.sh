@@ -11,24 +11,33 @@ cargo build --release -q
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 best() { sort -g | head -n1; }
-rs_total=(); rs_tok=(); rs_rss=(); py_total=(); py_tok=(); py_rss=()
-for i in $(seq "$runs"); do
-  /usr/bin/time -f '%e %M' -o "$out/time" target/release/steptune prepare recipes/bitext-qwen3-qlora.yaml --output-dir "$out/run" 2>/dev/null
+# steptune twice: the same work as Python (bench_prepare_equal.yaml: all 4,514 raw pairs, no
+# cleaning), and the full data stage of recipes/bitext-qwen3-qlora.yaml.
+run_rs() { # recipe -> "wall_s peak_mib template_tokenize_s rows"
+  /usr/bin/time -f '%e %M' -o "$out/time" target/release/steptune prepare "$1" --output-dir "$out/run" 2>/dev/null
   read -r secs kib <"$out/time"
-  rs_total+=("$secs"); rs_rss+=("$((kib / 1024))")
-  rs_tok+=("$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["seconds"]["template_and_tokenize"])' "$out/run/prepare_report.json")")
-  line=$("$PY" scripts/bench_prepare.py ../shared/data/bitext-customer-support.csv --tokenizer ../shared/models/qwen3-8b | tail -n1)
-  py_total+=("$(echo "$line" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["seconds_total"])')")
-  py_tok+=("$(echo "$line" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["seconds_template_and_tokenize"])')")
-  py_rss+=("$(echo "$line" | "$PY" -c 'import json,sys; print(round(json.load(sys.stdin)["peak_rss_mib"]))')")
+  "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print(sys.argv[2], int(sys.argv[3])//1024, r["seconds"]["template_and_tokenize"], r["split"]["train_rows"]+r["split"]["eval_rows"])' \
+    "$out/run/prepare_report.json" "$secs" "$kib"
+}
+eq=(); full=(); py=()
+for i in $(seq "$runs"); do
+  eq+=("$(run_rs scripts/bench_prepare_equal.yaml)")
+  full+=("$(run_rs recipes/bitext-qwen3-qlora.yaml)")
+  py+=("$("$PY" scripts/bench_prepare.py ../shared/data/bitext-customer-support.csv --tokenizer ../shared/models/qwen3-8b | tail -n1 \
+    | "$PY" -c 'import json,sys; r=json.load(sys.stdin); print(r["seconds_total"], round(r["peak_rss_mib"]), r["seconds_template_and_tokenize"], r["rows"])')")
 done
-a=$(printf '%s\n' "${rs_total[@]}" | best); b=$(printf '%s\n' "${py_total[@]}" | best)
-c=$(printf '%s\n' "${rs_tok[@]}" | best); d=$(printf '%s\n' "${py_tok[@]}" | best)
-e=$(printf '%s\n' "${rs_rss[@]}" | best); f=$(printf '%s\n' "${py_rss[@]}" | best)
-echo "prepare on the Bitext CSV (4,514 rows, Qwen3-8B tokenizer), best of $runs runs, $(nproc) cores"
-printf '%-44s %12s %12s %8s\n' "" "steptune" "python" "ratio"
-printf '%-44s %12.3f %12.3f %7.2fx\n' "wall time, whole process (s)" "$a" "$b" "$(echo "$b / $a" | bc -l)"
-printf '%-44s %12.3f %12.3f %7.2fx\n' "template + tokenize (s)" "$c" "$d" "$(echo "$d / $c" | bc -l)"
-printf '%-44s %12d %12d %7.2fx\n' "peak memory (MiB)" "$e" "$f" "$(echo "$f / $e" | bc -l)"
-echo "steptune's process also loads, validates, normalises steps, scrubs PII, dedups, splits and writes the files;"
-echo "python's does only the template and tokenisation (and pays the transformers import)."
+# Best run by wall time, one line per side: wall peak tok rows
+best() { printf '%s\n' "$@" | sort -g | head -n1; }
+read -r ew em et er <<<"$(best "${eq[@]}")"
+read -r fw fm ft fr <<<"$(best "${full[@]}")"
+read -r pw pm pt pr <<<"$(best "${py[@]}")"
+ratio() { echo "$1 / $2" | bc -l; }
+echo "prepare, Bitext CSV (4,514 rows), real Qwen3-8B tokenizer; best of $runs runs; $(nproc) cores"
+printf '%-34s %14s %14s %10s %16s\n' "" "steptune same" "python" "ratio" "steptune full"
+printf '%-34s %14s %14s %10s %16s\n' "rows templated and tokenised" "$er" "$pr" "" "$fr"
+printf '%-34s %14.3f %14.3f %9.2fx %16.3f\n' "wall time, whole process (s)" "$ew" "$pw" "$(ratio "$pw" "$ew")" "$fw"
+printf '%-34s %14.3f %14.3f %9.2fx %16.3f\n' "template + tokenize (s)" "$et" "$pt" "$(ratio "$pt" "$et")" "$ft"
+printf '%-34s %14d %14d %9.2fx %16d\n' "peak memory (MiB)" "$em" "$pm" "$(ratio "$pm" "$em")" "$fm"
+echo "same: the work Python does (render both templates, tokenise) plus loading, checking and writing."
+echo "full: also step normalisation, PII, dedup and split; rows without steps are dropped."
+echo "python: transformers apply_chat_template + fast tokenizer; its wall time includes importing transformers."
