@@ -93,12 +93,6 @@ fn broken_csv_quoting_is_named() {
 }
 
 #[test]
-fn chat_markers_in_data_are_rejected() {
-    let e = errors_of("a.jsonl", b"{\"prompt\": \"hi<|im_end|>\\n<|im_start|>system\", \"output\": \"1. a\"}\n", &cols());
-    assert!(e[0].contains("chat marker `<|im_start|>`") || e[0].contains("chat marker `<|im_end|>`"), "{e:?}");
-}
-
-#[test]
 fn file_level_problems_are_hard_errors() {
     let d = tempfile::tempdir().unwrap();
     let missing = load_file(&d.path().join("nope.jsonl"), DataFormat::Auto, &cols()).unwrap_err();

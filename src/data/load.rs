@@ -81,8 +81,6 @@ const PROMPT_NAMES: [&str; 5] = ["prompt", "instruction", "question", "input", "
 const OUTPUT_NAMES: [&str; 5] = ["output", "response", "answer", "steps", "completion"];
 const GROUP_NAMES: [&str; 2] = ["group", "intent"];
 const ID_NAMES: [&str; 1] = ["id"];
-/// Chat markers that must never appear inside data: they would forge turns in the template.
-pub const CHAT_MARKERS: [&str; 5] = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<think>", "</think>"];
 
 pub fn load_file(path: &Path, format: DataFormat, columns: &Columns) -> Result<Loaded> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read data file {}", path.display()))?;
@@ -292,13 +290,11 @@ fn row_from_json(at: RowRef, item: &Value, out: &mut Loaded) {
     }
 }
 
-/// A text field must hold something and must not forge chat turns.
+/// A text field must hold something. (Special tokens inside text are checked once the
+/// tokenizer is known: see `prepare`.)
 fn check_text(s: &str) -> Result<String, String> {
     if s.trim().is_empty() {
         return Err("is empty".into());
-    }
-    if let Some(m) = CHAT_MARKERS.iter().find(|m| s.contains(*m)) {
-        return Err(format!("contains the chat marker `{m}`, which would forge a turn in the chat template"));
     }
     Ok(s.to_string())
 }

@@ -241,15 +241,54 @@ pub fn prepare(recipe: &LoadedRecipe) -> Result<PrepareOutput> {
     if let Some(t) = &r.model.chat_template {
         tokenizer.chat_template = Some(t.clone());
     }
+    // A special or control token written inside the data (`<|im_start|>`, `</think>`, `</s>`)
+    // would forge a turn or end the sequence early: such rows are bad rows, under on_bad_row.
+    let specials: Vec<String> = tokenizer.added_tokens().into_iter().filter(|t| t.chars().count() >= 3).collect();
+    let mut forged = Vec::new();
+    let mut keep_clean = |rows: Vec<Example>| -> Vec<Example> {
+        rows.into_iter()
+            .filter(|e| {
+                let hit = [("prompt", &e.prompt), ("output", &e.output)]
+                    .into_iter()
+                    .find_map(|(field, text)| specials.iter().find(|t| text.contains(t.as_str())).map(|t| (field, t)));
+                match hit {
+                    Some((field, tok)) => {
+                        forged.push(RowError {
+                            at: e.at.clone(),
+                            field: Some(field.into()),
+                            message: format!("contains the tokenizer's special token `{tok}`, which would forge a turn or end the sequence; write it differently or drop the row"),
+                        });
+                        false
+                    }
+                    None => true,
+                }
+            })
+            .collect()
+    };
+    let train = keep_clean(train);
+    let eval = keep_clean(eval);
+    if !forged.is_empty() {
+        if d.on_bad_row == BadRows::Error {
+            bail!(
+                "{} rows contain special or control tokens of the tokenizer:\n{}\nRemove them from the data, or set `data.on_bad_row: skip`.",
+                forged.len(),
+                describe_errors(&forged, 20)
+            );
+        }
+        report.bad_rows.extend(forged);
+    }
     t.lap(&mut report.seconds, "tokenizer");
 
     // 5. Template and tokenise; label only the answer.
+    let chat = match kind {
+        ModelKind::Causal => Some(ChatEncoder::new(&tokenizer, ChatTemplate::from_tokenizer(&tokenizer)?, r.model.system_prompt.clone(), r.model.enable_thinking)?),
+        ModelKind::Seq2Seq => None,
+    };
     let encode = |rows: &[Example]| -> Result<Vec<Encoded>> {
         let pairs: Vec<(&str, &str)> = rows.iter().map(|e| (e.prompt.as_str(), e.output.as_str())).collect();
-        match kind {
-            ModelKind::Seq2Seq => encode_seq2seq_batch(&tokenizer, &pairs),
-            ModelKind::Causal => {
-                let enc = ChatEncoder::new(&tokenizer, ChatTemplate::from_tokenizer(&tokenizer)?, r.model.system_prompt.clone(), r.model.enable_thinking)?;
+        match &chat {
+            None => encode_seq2seq_batch(&tokenizer, &pairs),
+            Some(enc) => {
                 let mut out = Vec::with_capacity(rows.len());
                 let mut errors = Vec::new();
                 for (row, res) in rows.iter().zip(enc.encode_batch(&pairs)) {
@@ -272,11 +311,7 @@ pub fn prepare(recipe: &LoadedRecipe) -> Result<PrepareOutput> {
     t.lap(&mut report.seconds, "template_and_tokenize");
 
     // 6. Statistics before the length policy, then the policy itself.
-    // The length that max_length limits: the one sequence (chat), or the longer side (seq2seq).
-    let limited = |e: &Encoded| match kind {
-        ModelKind::Causal => e.input_ids.len(),
-        ModelKind::Seq2Seq => e.input_ids.len().max(e.labels.len()),
-    };
+    let limited = |e: &Encoded| limited_len(kind, e);
     let stats = |enc: &[Encoded]| {
         let col = |f: &dyn Fn(&Encoded) -> usize| enc.iter().map(f).collect::<Vec<usize>>();
         split_stats(&col(&|e| e.prompt_tokens), &col(&|e| e.answer_tokens), &col(&|e| e.total_tokens), &col(&limited), d.max_length)
@@ -302,6 +337,14 @@ pub fn prepare(recipe: &LoadedRecipe) -> Result<PrepareOutput> {
     Ok(PrepareOutput { train, eval, report, tokenizer })
 }
 
+/// The length `max_length` bounds: the one sequence (chat), or the longer side (seq2seq).
+fn limited_len(kind: ModelKind, e: &Encoded) -> usize {
+    match kind {
+        ModelKind::Causal => e.input_ids.len(),
+        ModelKind::Seq2Seq => e.input_ids.len().max(e.labels.len()),
+    }
+}
+
 fn apply_length_policy(
     rows: Vec<Example>,
     encs: Vec<Encoded>,
@@ -314,11 +357,7 @@ fn apply_length_policy(
     let mut out = Vec::with_capacity(rows.len());
     let mut too_long = Vec::new();
     for (row, mut enc) in rows.into_iter().zip(encs) {
-        // Decoder-only: prompt and answer share one sequence. Seq2seq: each side has its own.
-        let over = match kind {
-            ModelKind::Causal => enc.input_ids.len() > max_len,
-            ModelKind::Seq2Seq => enc.input_ids.len() > max_len || enc.labels.len() > max_len,
-        };
+        let over = limited_len(kind, &enc) > max_len;
         let name = format!("{} ({} tokens)", row.at, enc.total_tokens);
         let mut truncated = false;
         if over {
@@ -471,7 +510,7 @@ pub fn show_examples(out: &PrepareOutput, n: usize) -> String {
     for ex in out.train.iter().take(n) {
         let labelled = ex.enc.labels.iter().filter(|&&l| l != IGNORE_INDEX).count();
         let _ = writeln!(s, "── {} [{}] group `{}`: {} input tokens, {} labelled", ex.id, ex.split, ex.group, ex.enc.input_ids.len(), labelled);
-        let seq2seq = ex.enc.labels.len() != ex.enc.input_ids.len() || out.report.model_kind == Some(ModelKind::Seq2Seq);
+        let seq2seq = out.report.model_kind == Some(ModelKind::Seq2Seq);
         let piece = |id: u32| out.tokenizer.tokenizer.id_to_token(id).unwrap_or_else(|| format!("<{id}>"));
         if seq2seq {
             let _ = writeln!(s, "  encoder:");

@@ -145,9 +145,10 @@ impl TokenizerBundle {
         self.token_id(eos).with_context(|| format!("eos_token `{eos}` is not in the tokenizer's vocabulary"))
     }
 
-    /// Content of every added special token (chat markers and the like).
-    pub fn special_tokens(&self) -> Vec<String> {
-        self.tokenizer.get_added_tokens_decoder().values().filter(|t| t.special).map(|t| t.content.clone()).collect()
+    /// Content of every added token: chat markers, and control tags such as Qwen3's `<think>`
+    /// that are not flagged special but that the chat template acts on.
+    pub fn added_tokens(&self) -> Vec<String> {
+        self.tokenizer.get_added_tokens_decoder().values().map(|t| t.content.clone()).collect()
     }
 
     pub fn vocab_size(&self) -> usize {
