@@ -1,8 +1,10 @@
 //! steptune: fine-tune open LLMs to turn a user's intent into a numbered step-by-step procedure.
 //!
 //! The flow of one run is recipe → prepare → train → evaluate → report; each stage is a module.
+pub mod adapt;
 pub mod data;
 pub mod ffi;
 pub mod model;
 pub mod recipe;
 pub mod run;
+pub mod train;

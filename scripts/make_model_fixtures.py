@@ -1,0 +1,507 @@
+"""Generate the model-stage reference fixtures for steptune's Rust tests.
+
+steptune re-implements the Qwen3 decoder (and its Qwen2 / Llama relatives) on tch,
+with hand-built LoRA, AdamW, gradient clipping and learning-rate schedules. These
+fixtures pin what the reference libraries (transformers, peft, torch) compute, so the
+Rust side can be checked numerically without Python in CI.
+
+Writes, relative to the repository root, into tests/fixtures/models/:
+
+  <name>/config.json, generation_config.json, model.safetensors
+      Tiny random checkpoints saved with `save_pretrained(safe_serialization=True)`,
+      fp32, vocab 512. Weights come from transformers' own init (initializer_range
+      0.02); then N(0, 0.02) noise is added to every RMSNorm weight (so they are not
+      all ones) and to every bias (Qwen2's q/k/v biases init to zeros otherwise), so
+      that a forgotten norm weight or bias shows up in the logits.
+        qwen3_a  Qwen3, hidden 64, 2 layers, 4 heads / 2 kv (GQA 2:1), head_dim 16,
+                 inter 128, tied embeddings, rope_theta 1e6, eps 1e-6
+        qwen3_b  Qwen3, hidden 96, 3 layers, 6 heads / 1 kv (GQA 6:1), head_dim 20
+                 (heads*head_dim = 120 != hidden), inter 160, untied, rope_theta 1e6
+        qwen3_c  Qwen3, hidden 64, 2 layers, 4 heads / 4 kv (MHA), head_dim 32
+                 (heads*head_dim = 128 != hidden), inter 128, untied, rope_theta 1e4
+        qwen2_d  Qwen2 (q/k/v bias, no q_norm/k_norm), hidden 64, 2 layers, 4 / 2 kv,
+                 inter 128, tied, rope_theta 1e6
+        llama_e  Llama (no bias, no q/k norm), hidden 64, 2 layers, 4 / 2 kv, inter 128,
+                 untied, rope_theta 5e5 (no rope_scaling), rms_norm_eps 1e-5
+      All: max_position_embeddings 256, no sliding window, bos/eos/pad ids unset.
+
+  <name>/expected.safetensors
+      input_ids [2,12] int64        right-padded batch (lengths 12 and 9, pad id 0)
+      attention_mask [2,12] int64
+      logits [2,12,512] f32         model(input_ids, attention_mask).logits; positions
+                                    where attention_mask == 0 are set to 0 (compare
+                                    only valid positions)
+      greedy_prompt [1,7] int64
+      greedy_output [1,39] int64    generate(max_new_tokens=32, greedy, use_cache=True,
+                                    no eos, pad_token_id=0): prompt + 32 new ids
+      greedy_step_logits [32,512] f32   raw logits each decode step produced (step 0 =
+                                    last prompt position of the prefill; then KV-cache
+                                    decode steps)
+      batch_prompt [2,7] int64      left-padded prompts (lengths 7 and 4, pad id 0)
+      batch_mask [2,7] int64
+      batch_output [2,39] int64     batched greedy generation with attention_mask
+      batch_step_logits [2,32,512] f32
+
+  qwen3_a/adapter/adapter_config.json, adapter_model.safetensors
+      peft LoRA (r=4, alpha=8, dropout 0, all 7 linear projections) on qwen3_a, with
+      every lora_B re-drawn from N(0, 0.02) so the adapter is non-trivial and the
+      lora_A gradients are non-zero. adapter_config.json's base_model_name_or_path is
+      the repo-relative "tests/fixtures/models/qwen3_a".
+
+  qwen3_a/lora_grads.safetensors
+      lora_input_ids [2,10] int64, lora_attention_mask [2,10] int64 (all ones),
+      lora_labels [2,10] int64 (-100 on the first 4 positions of each row),
+      lora_loss [1] f32 (transformers causal-LM loss: shift by one, mean over labelled
+      tokens), lora_logits [2,10,512] f32 (adapter active), merged_logits [2,10,512] f32
+      (after merge_and_unload), and the gradient of every LoRA parameter after one
+      loss.backward(), named as in the saved adapter, e.g.
+      base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight [4,64].
+
+  lr_schedules.json
+      transformers.get_scheduler("linear" | "cosine" | "constant_with_warmup"),
+      base lr 1e-3, 7 warm-up steps, 50 training steps: the lr at steps 0..50.
+
+  adamw.json
+      torch.optim.AdamW(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01) on two
+      fixed tensors ([3,4] and [4]) with fixed gradients for 3 steps: initial params,
+      the grads and the params after each step; and clip_grad_norm_(max_norm=0.5) on each
+      step's grads: total norm and clipped grads.
+
+The fixtures are committed so that CI needs no Python. Regenerate them with the pinned
+reference environment only (scripts/ref-env.sh), from the repository root:
+
+    VENV_PY=$(scripts/ref-env.sh | tail -n1)
+    $VENV_PY scripts/make_model_fixtures.py
+
+The output is deterministic (fixed seeds, fixed configs, one CPU thread,
+PYTHONHASHSEED=0 via a re-exec): running it twice gives byte-identical files.
+"""
+
+import copy
+import json
+import os
+import shutil
+import sys
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+# Keep in sync with PINS in scripts/ref-env.sh (the subset this script uses).
+PINS = {
+    "torch": "2.11.0",
+    "transformers": "5.23.0",
+    "peft": "0.21.2",
+    "safetensors": "0.8.0",
+}
+
+
+def check_pins():
+    bad = []
+    for name, want in PINS.items():
+        try:
+            have = version(name)
+        except PackageNotFoundError:
+            have = None
+        # torch reports e.g. 2.11.0+cu130 / 2.11.0+cpu: compare the public version.
+        if have is not None and have.split("+")[0] == want:
+            continue
+        bad.append(f"  {name}: want {want}, have {have or 'not installed'}")
+    if bad:
+        sys.exit(
+            "make_model_fixtures.py: library versions do not match the pins; "
+            "use the venv from scripts/ref-env.sh\n" + "\n".join(bad)
+        )
+
+
+check_pins()
+
+# peft writes target_modules from a Python set: pin the string hash seed so that
+# adapter_config.json lists them in the same order on every run.
+if os.environ.get("PYTHONHASHSEED") != "0":
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "PYTHONHASHSEED": "0"})
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from peft import LoraConfig, get_peft_model  # noqa: E402
+from safetensors import safe_open  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
+
+transformers.utils.logging.disable_progress_bar()
+transformers.utils.logging.set_verbosity_error()
+
+OUT = Path("tests/fixtures/models")
+VOCAB = 512
+PAD = 0
+MAX_NEW = 32
+META = {"format": "pt", "generator": "scripts/make_model_fixtures.py"}
+
+COMMON = dict(
+    vocab_size=VOCAB,
+    initializer_range=0.02,
+    max_position_embeddings=256,
+    rms_norm_eps=1e-6,
+    bos_token_id=None,
+    eos_token_id=None,
+    pad_token_id=None,
+    attention_dropout=0.0,
+    hidden_act="silu",
+)
+
+# name -> (config class, model class, seed, config kwargs)
+MODELS = {
+    "qwen3_a": (Qwen3Config, Qwen3ForCausalLM, 1001, dict(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=16, intermediate_size=128, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+        use_sliding_window=False,
+    )),
+    "qwen3_b": (Qwen3Config, Qwen3ForCausalLM, 1002, dict(
+        hidden_size=96, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=1,
+        head_dim=20, intermediate_size=160, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+        use_sliding_window=False,
+    )),
+    "qwen3_c": (Qwen3Config, Qwen3ForCausalLM, 1003, dict(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+        head_dim=32, intermediate_size=128, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e4},
+        use_sliding_window=False,
+    )),
+    "qwen2_d": (Qwen2Config, Qwen2ForCausalLM, 1004, dict(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=128, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+        use_sliding_window=False,
+    )),
+    "llama_e": (LlamaConfig, LlamaForCausalLM, 1005, dict(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=128, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 5e5},
+        rms_norm_eps=1e-5, attention_bias=False, mlp_bias=False,
+    )),
+}
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def build_model(cfg_cls, model_cls, seed, kwargs):
+    torch.manual_seed(seed)
+    cfg = cfg_cls(**{**COMMON, **kwargs})
+    model = model_cls(cfg).to(torch.float32)
+    # Perturb RMSNorm weights (init: ones) and biases (init: zeros) so bugs show.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight") or name.endswith(".bias"):
+                p.add_(torch.randn(p.shape) * 0.02)
+    model.eval()
+    return model
+
+
+def generate(model, ids, mask):
+    out = model.generate(
+        ids,
+        attention_mask=mask,
+        max_new_tokens=MAX_NEW,
+        min_new_tokens=MAX_NEW,
+        do_sample=False,
+        num_beams=1,
+        eos_token_id=None,
+        pad_token_id=PAD,
+        repetition_penalty=1.0,
+        use_cache=True,
+        return_dict_in_generate=True,
+        output_logits=True,
+    )
+    seq = out.sequences
+    assert seq.shape == (ids.shape[0], ids.shape[1] + MAX_NEW), seq.shape
+    step_logits = torch.stack(out.logits, dim=1).float()  # [B, MAX_NEW, V]
+    # The argmax of each step's raw logits must be the generated token (no processors).
+    assert torch.equal(step_logits.argmax(-1), seq[:, ids.shape[1]:])
+    top2 = step_logits.topk(2, dim=-1).values
+    margin = (top2[..., 0] - top2[..., 1]).min().item()
+    return seq, step_logits, margin
+
+
+def make_model_fixture(name, cfg_cls, model_cls, seed, kwargs):
+    model = build_model(cfg_cls, model_cls, seed, kwargs)
+    d = OUT / name
+    model.save_pretrained(d, safe_serialization=True)
+
+    g = torch.Generator().manual_seed(seed + 50)
+    # Right-padded batch, lengths 12 and 9 (valid ids never use the pad id).
+    input_ids = torch.randint(1, VOCAB, (2, 12), generator=g)
+    attention_mask = torch.ones(2, 12, dtype=torch.int64)
+    input_ids[1, 9:] = PAD
+    attention_mask[1, 9:] = 0
+    with torch.no_grad():
+        logits = model(input_ids, attention_mask=attention_mask).logits.float()
+    logits = logits * attention_mask[..., None].to(logits.dtype)
+
+    # Single-prompt greedy generation.
+    greedy_prompt = torch.randint(1, VOCAB, (1, 7), generator=g)
+    greedy_output, greedy_step_logits, m1 = generate(
+        model, greedy_prompt, torch.ones_like(greedy_prompt))
+    # Same result without the KV cache (sanity).
+    nocache = model.generate(greedy_prompt, attention_mask=torch.ones_like(greedy_prompt),
+                             max_new_tokens=MAX_NEW, do_sample=False, eos_token_id=None,
+                             pad_token_id=PAD, use_cache=False)
+    assert torch.equal(nocache, greedy_output), f"{name}: cache/no-cache greedy differ"
+
+    # Left-padded batch generation (lengths 7 and 4).
+    batch_prompt = torch.randint(1, VOCAB, (2, 7), generator=g)
+    batch_mask = torch.ones(2, 7, dtype=torch.int64)
+    batch_prompt[1, :3] = PAD
+    batch_mask[1, :3] = 0
+    batch_output, batch_step_logits, m2 = generate(model, batch_prompt, batch_mask)
+    # Does each row match the same prompt generated alone, unpadded? (Recorded only.)
+    rows_match = []
+    for r in range(2):
+        valid = batch_prompt[r][batch_mask[r].bool()][None]
+        alone, _, _ = generate(model, valid, torch.ones_like(valid))
+        rows_match.append(torch.equal(alone[0, -MAX_NEW:], batch_output[r, -MAX_NEW:]))
+
+    # Sanity: the saved checkpoint reloads to the same logits; eager attention agrees.
+    reloaded = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    eager = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32,
+                                                 attn_implementation="eager").eval()
+    with torch.no_grad():
+        l2 = reloaded(input_ids, attention_mask=attention_mask).logits
+        l3 = eager(input_ids, attention_mask=attention_mask).logits
+    valid = attention_mask.bool()
+    assert torch.equal(l2[valid], logits[valid]), f"{name}: reload changes logits"
+    eager_diff = (l3[valid] - logits[valid]).abs().max().item()
+    assert eager_diff < 1e-5, f"{name}: eager vs sdpa {eager_diff}"
+
+    tensors = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "logits": logits.contiguous(),
+        "greedy_prompt": greedy_prompt,
+        "greedy_output": greedy_output,
+        "greedy_step_logits": greedy_step_logits[0].contiguous(),
+        "batch_prompt": batch_prompt,
+        "batch_mask": batch_mask,
+        "batch_output": batch_output,
+        "batch_step_logits": batch_step_logits.contiguous(),
+    }
+    save_file(tensors, str(d / "expected.safetensors"), metadata=META)
+    info = dict(min_greedy_margin=min(m1, m2), eager_vs_sdpa=eager_diff, batch_rows_match_alone=rows_match)
+    return model, tensors, info
+
+
+def peft_key(name):
+    # named_parameters() names carry the adapter name (".lora_A.default.weight");
+    # the saved adapter (get_peft_model_state_dict) drops it.
+    return name.replace(".default.", ".")
+
+
+def make_lora_fixture():
+    base_dir = OUT / "qwen3_a"
+    # Load by the repo-relative path so adapter_config.json records a portable
+    # base_model_name_or_path.
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32).eval()
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=LORA_TARGETS,
+                     bias="none", task_type="CAUSAL_LM", init_lora_weights=True)
+    torch.manual_seed(2001)
+    peft_model = get_peft_model(base, cfg)
+    gb = torch.Generator().manual_seed(2002)
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if ".lora_B." in n:
+                p.copy_(torch.randn(p.shape, generator=gb) * 0.02)
+    adapter_dir = base_dir / "adapter"
+    peft_model.save_pretrained(str(adapter_dir))
+    readme = adapter_dir / "README.md"
+    if readme.exists():
+        readme.unlink()
+
+    g = torch.Generator().manual_seed(2003)
+    ids = torch.randint(1, VOCAB, (2, 10), generator=g)
+    mask = torch.ones(2, 10, dtype=torch.int64)
+    labels = ids.clone()
+    labels[:, :4] = -100
+
+    peft_model.eval()
+    with torch.no_grad():
+        lora_logits = peft_model(input_ids=ids, attention_mask=mask).logits.float()
+
+    peft_model.train()
+    peft_model.zero_grad(set_to_none=True)
+    out = peft_model(input_ids=ids, attention_mask=mask, labels=labels)
+    loss = out.loss
+    loss.backward()
+    # Cross-check the loss definition: shift by one, mean over labelled tokens.
+    ref = torch.nn.functional.cross_entropy(
+        out.logits[:, :-1].reshape(-1, VOCAB).float(), labels[:, 1:].reshape(-1),
+        ignore_index=-100)
+    assert torch.allclose(ref, loss, rtol=0, atol=1e-6)
+
+    grads = {}
+    n_trainable = 0
+    for n, p in peft_model.named_parameters():
+        if p.requires_grad:
+            n_trainable += 1
+            assert "lora_" in n, n
+            assert p.grad is not None and p.grad.abs().sum() > 0, f"zero grad for {n}"
+            grads[peft_key(n)] = p.grad.detach().float().contiguous()
+    with safe_open(str(adapter_dir / "adapter_model.safetensors"), "pt") as f:
+        saved_keys = set(f.keys())
+    assert saved_keys == set(grads), (sorted(saved_keys ^ set(grads)))[:4]
+
+    peft_model.eval()
+    merged = copy.deepcopy(peft_model).merge_and_unload().eval()
+    with torch.no_grad():
+        merged_logits = merged(input_ids=ids, attention_mask=mask).logits.float()
+    merge_diff = (merged_logits - lora_logits).abs().max().item()
+    assert merge_diff < 1e-5, merge_diff
+
+    tensors = {
+        "lora_input_ids": ids,
+        "lora_attention_mask": mask,
+        "lora_labels": labels,
+        "lora_loss": loss.detach().float().reshape(1),
+        "lora_logits": lora_logits.contiguous(),
+        "merged_logits": merged_logits.contiguous(),
+        **grads,
+    }
+    save_file(tensors, str(base_dir / "lora_grads.safetensors"), metadata=META)
+
+    # A second adapter with dropout, only to show which fields peft writes.
+    base2 = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    cfg2 = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=LORA_TARGETS,
+                      bias="none", task_type="CAUSAL_LM", init_lora_weights=True)
+    with tempfile.TemporaryDirectory() as td:
+        get_peft_model(base2, cfg2).save_pretrained(td)
+        cfg2_text = (Path(td) / "adapter_config.json").read_text()
+    info = dict(loss=loss.item(), n_lora_params=n_trainable, merged_vs_lora=merge_diff)
+    return tensors, info, cfg2_text
+
+
+def make_lr_schedules():
+    res = {"base_lr": 1e-3, "num_warmup_steps": 7, "num_training_steps": 50,
+           "note": "lr[i] is the learning rate in effect for optimizer step i "
+                   "(scheduler.get_last_lr() after i scheduler.step() calls), i = 0..50"}
+    for kind in ("linear", "cosine", "constant_with_warmup"):
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.AdamW([p], lr=1e-3)
+        sched = transformers.get_scheduler(kind, opt, num_warmup_steps=7, num_training_steps=50)
+        lrs = []
+        for _ in range(51):
+            lrs.append(sched.get_last_lr()[0])
+            opt.step()
+            sched.step()
+        res[kind] = lrs
+    (OUT / "lr_schedules.json").write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
+def make_adamw():
+    w0 = torch.tensor([[0.10, -0.20, 0.30, -0.40],
+                       [0.50, -0.60, 0.70, -0.80],
+                       [0.90, -1.00, 1.10, -1.20]], dtype=torch.float32)
+    b0 = torch.tensor([0.05, -0.15, 0.25, -0.35], dtype=torch.float32)
+    grads = [
+        (torch.tensor([[0.01, 0.02, -0.03, 0.04], [-0.05, 0.06, 0.07, -0.08],
+                       [0.09, -0.10, 0.11, 0.12]]),
+         torch.tensor([0.20, -0.10, 0.05, 0.00])),
+        (torch.tensor([[-0.30, 0.10, 0.00, 0.25], [0.15, -0.35, 0.05, 0.10],
+                       [-0.05, 0.20, -0.40, 0.30]]),
+         torch.tensor([-0.50, 0.40, 0.30, -0.20])),
+        (torch.tensor([[0.002, -0.004, 0.006, -0.008], [1.00, -0.50, 0.25, -0.125],
+                       [0.00, 0.00, 0.00, 0.00]]),
+         torch.tensor([0.01, 0.01, -0.01, 0.70])),
+    ]
+    w = torch.nn.Parameter(w0.clone())
+    b = torch.nn.Parameter(b0.clone())
+    opt = torch.optim.AdamW([w, b], lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                            weight_decay=0.01, foreach=False)
+    steps = []
+    for gw, gb in grads:
+        w.grad = gw.clone()
+        b.grad = gb.clone()
+        opt.step()
+        steps.append({"grads": [gw.tolist(), gb.tolist()],
+                      "params_after": [w.detach().tolist(), b.detach().tolist()]})
+    clips = []
+    for gw, gb in grads:
+        cw = torch.nn.Parameter(torch.zeros(3, 4))
+        cb = torch.nn.Parameter(torch.zeros(4))
+        cw.grad, cb.grad = gw.clone(), gb.clone()
+        total = torch.nn.utils.clip_grad_norm_([cw, cb], max_norm=0.5)
+        clips.append({"grads": [gw.tolist(), gb.tolist()], "total_norm": total.item(),
+                      "clipped_grads": [cw.grad.tolist(), cb.grad.tolist()]})
+    res = {
+        "optimizer": {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01,
+                      "impl": "torch.optim.AdamW(foreach=False), fp32 params"},
+        "param_shapes": [[3, 4], [4]],
+        "initial_params": [w0.tolist(), b0.tolist()],
+        "steps": steps,
+        "clip_grad_norm": {"max_norm": 0.5, "norm_type": 2.0,
+                           "note": "clip_grad_norm_ applied to each step's grads on their own",
+                           "per_step": clips},
+    }
+    (OUT / "adamw.json").write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
+def dir_size(p):
+    return sum(f.stat().st_size for f in Path(p).rglob("*") if f.is_file())
+
+
+def main():
+    if not Path("Cargo.toml").exists() or not Path("scripts").is_dir():
+        sys.exit("run from the repository root")
+    torch.set_num_threads(1)
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    OUT.mkdir(parents=True)
+
+    summary = {}
+    for name, (cfg_cls, model_cls, seed, kwargs) in MODELS.items():
+        _, tensors, info = make_model_fixture(name, cfg_cls, model_cls, seed, kwargs)
+        summary[name] = (tensors, info)
+    lora_tensors, lora_info, cfg2_text = make_lora_fixture()
+    lr = make_lr_schedules()
+    adamw = make_adamw()
+
+    print("== tests/fixtures/models ==")
+    for name, (tensors, info) in summary.items():
+        print(f"{name}/  {dir_size(OUT / name) / 1024:.1f} KiB  "
+              f"min greedy top1-top2 margin {info['min_greedy_margin']:.3g}  "
+              f"eager-vs-sdpa {info['eager_vs_sdpa']:.2g}  "
+              f"batch rows == unpadded runs {info['batch_rows_match_alone']}")
+        for f in sorted((OUT / name).rglob("*")):
+            if f.is_file():
+                print(f"    {f.relative_to(OUT / name)}  {f.stat().st_size} B")
+        print("    expected.safetensors:")
+        for k, v in tensors.items():
+            print(f"      {k:20s} {str(v.dtype):14s} {list(v.shape)}")
+    print(f"qwen3_a/lora_grads.safetensors: loss {lora_info['loss']:.6f}, "
+          f"{lora_info['n_lora_params']} LoRA params, merged-vs-lora {lora_info['merged_vs_lora']:.2g}")
+    for k, v in lora_tensors.items():
+        if "layers.0" in k or not k.startswith("base_model"):
+            print(f"      {k:70s} {str(v.dtype):14s} {list(v.shape)}")
+    print("      ... (same for every layer)")
+    print("lr_schedules.json: " + ", ".join(
+        f"{k}: lr[7]={lr[k][7]:.3g} lr[50]={lr[k][50]:.3g}"
+        for k in ("linear", "cosine", "constant_with_warmup")))
+    print(f"adamw.json: {len(adamw['steps'])} steps, clip totals "
+          f"{[round(c['total_norm'], 6) for c in adamw['clip_grad_norm']['per_step']]}")
+    print("adapter_config.json written by peft for lora_dropout=0.1 (not kept):")
+    print(cfg2_text)
+    total = dir_size(OUT)
+    print(f"total size of {OUT}: {total / 1024 / 1024:.2f} MiB")
+    assert total < 8 * 1024 * 1024
+
+
+if __name__ == "__main__":
+    main()

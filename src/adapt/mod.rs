@@ -1,0 +1,3 @@
+//! Adapting a model: hand-built LoRA layers, PEFT-format adapters, merging.
+pub mod lora;
+pub mod peft;

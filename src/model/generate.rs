@@ -1,0 +1,96 @@
+//! Generation with a KV cache: greedy or sampled (temperature, top-k, top-p), batched with left
+//! padding so every row's last prompt token sits in the same column.
+use tch::{Kind, Tensor};
+
+use super::qwen3::{attention_mask, positions_from_mask, KvCache, Qwen3};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateConfig {
+    pub max_new_tokens: usize,
+    pub do_sample: bool,
+    pub temperature: f64,
+    pub top_k: usize,
+    pub top_p: f64,
+    /// Any of these ends a row (Qwen3: `<|im_end|>` and `<|endoftext|>`).
+    pub eos_ids: Vec<i64>,
+    pub pad_id: i64,
+}
+
+impl Default for GenerateConfig {
+    fn default() -> Self {
+        GenerateConfig { max_new_tokens: 256, do_sample: false, temperature: 1.0, top_k: 0, top_p: 1.0, eos_ids: vec![], pad_id: 0 }
+    }
+}
+
+/// logits: [b, V] → next ids [b]
+fn choose(logits: &Tensor, cfg: &GenerateConfig) -> Tensor {
+    if !cfg.do_sample {
+        return logits.argmax(-1, false);
+    }
+    let mut l = logits / cfg.temperature.max(1e-6);
+    let v = l.size()[1];
+    if cfg.top_k > 0 && (cfg.top_k as i64) < v {
+        let (top, _) = l.topk(cfg.top_k as i64, -1, true, true);
+        let kth = top.narrow(1, cfg.top_k as i64 - 1, 1); // [b, 1]
+        l = l.masked_fill(&l.lt_tensor(&kth), f64::NEG_INFINITY);
+    }
+    if cfg.top_p < 1.0 {
+        // Keep the smallest set of tokens whose probability reaches top_p (at least one).
+        let (sorted, order) = l.sort(-1, true);
+        let cum = sorted.softmax(-1, Kind::Float).cumsum(-1, Kind::Float);
+        let drop_sorted = (cum - sorted.softmax(-1, Kind::Float)).gt(cfg.top_p);
+        let drop = drop_sorted.scatter(1, &order, &drop_sorted);
+        l = l.masked_fill(&drop, f64::NEG_INFINITY);
+    }
+    l.softmax(-1, Kind::Float).multinomial(1, false).squeeze_dim(1)
+}
+
+/// Generates for each prompt (token ids) and returns only the new tokens, each row cut after its
+/// first eos (the eos itself kept).
+pub fn generate(model: &Qwen3, prompts: &[Vec<i64>], cfg: &GenerateConfig) -> Vec<Vec<i64>> {
+    let _guard = tch::no_grad_guard();
+    if prompts.is_empty() {
+        return vec![];
+    }
+    let b = prompts.len() as i64;
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0).max(1) as i64;
+    let device = model.device;
+    let mut ids = vec![cfg.pad_id; (b * width) as usize];
+    let mut mask = vec![0i64; (b * width) as usize];
+    for (r, p) in prompts.iter().enumerate() {
+        let off = r * width as usize + (width as usize - p.len());
+        ids[off..off + p.len()].copy_from_slice(p);
+        mask[off..off + p.len()].iter_mut().for_each(|m| *m = 1);
+    }
+    let ids = Tensor::from_slice(&ids).view([b, width]).to_device(device);
+    let mut mask2d = Tensor::from_slice(&mask).view([b, width]).to_device(device); // [b, T]
+    let positions = positions_from_mask(&mask2d);
+    let mut cache = KvCache::new(model.layers.len());
+    let full_rows = prompts.iter().all(|p| p.len() as i64 == width);
+    let m = if full_rows { None } else { Some(attention_mask(&mask2d, 0, width)) };
+    let mut logits = model.step(&ids, &positions, m.as_ref(), &mut cache); // [b, V]
+    let mut next_pos = positions.narrow(1, width - 1, 1) + 1; // [b, 1]
+    let mut out: Vec<Vec<i64>> = vec![Vec::new(); prompts.len()];
+    let mut done = vec![false; prompts.len()];
+    for _ in 0..cfg.max_new_tokens {
+        let next = choose(&logits, cfg); // [b]
+        let next_v: Vec<i64> = Vec::<i64>::try_from(&next.to_device(tch::Device::Cpu)).unwrap_or_default();
+        for (r, &tok) in next_v.iter().enumerate() {
+            if !done[r] {
+                out[r].push(tok);
+                done[r] = cfg.eos_ids.contains(&tok);
+            }
+        }
+        if done.iter().all(|&d| d) {
+            break;
+        }
+        // Finished rows keep producing pad tokens, which nothing reads.
+        let fed: Vec<i64> = next_v.iter().zip(&done).map(|(&t, &d)| if d { cfg.pad_id } else { t }).collect();
+        let step_ids = Tensor::from_slice(&fed).view([b, 1]).to_device(device);
+        mask2d = Tensor::cat(&[&mask2d, &Tensor::ones([b, 1], (Kind::Int64, device))], 1);
+        let m = if full_rows { None } else { Some(attention_mask(&mask2d, cache.len(), 1)) };
+        logits = model.step(&step_ids, &next_pos, m.as_ref(), &mut cache);
+        next_pos = next_pos + 1;
+    }
+    out
+}

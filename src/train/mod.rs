@@ -1,0 +1,4 @@
+//! The training stage.
+pub mod batches;
+pub mod optim;
+pub mod schedule;

@@ -1,0 +1,133 @@
+//! AdamW with decoupled weight decay, written out so its state can be saved and a resumed run
+//! continues exactly (tch's optimizer cannot save its state).
+//!
+//! Each parameter keeps an fp32 master copy when the model computes in bf16/fp16, so small updates
+//! are not lost to rounding; moments are fp32 too.
+use anyhow::{Context, Result};
+use tch::{Kind, Tensor};
+
+use crate::model::weights::Weights;
+
+pub struct Param {
+    pub name: String,
+    /// The tensor the model computes with (requires grad).
+    pub tensor: Tensor,
+    /// fp32 copy updated by the optimizer; written back to `tensor` after each step.
+    master: Tensor,
+    m: Tensor,
+    v: Tensor,
+    pub decay: bool,
+}
+
+pub struct AdamW {
+    pub params: Vec<Param>,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Optimizer steps taken.
+    pub step: i64,
+}
+
+/// Norms and biases are not decayed: decay pulls a norm's scale toward 0, which is not the
+/// regulariser anyone wants.
+pub fn decays(name: &str) -> bool {
+    !(name.ends_with(".bias") || name.contains("norm.") || name.contains("layernorm") || name.contains("layer_norm"))
+}
+
+impl AdamW {
+    pub fn new(named: Vec<(String, Tensor)>, beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> AdamW {
+        let params = named
+            .into_iter()
+            .map(|(name, tensor)| {
+                let master = tensor.detach().to_kind(Kind::Float).copy();
+                let m = master.zeros_like();
+                let v = master.zeros_like();
+                let decay = decays(&name);
+                Param { name, tensor, master, m, v, decay }
+            })
+            .collect();
+        AdamW { params, beta1, beta2, eps, weight_decay, step: 0 }
+    }
+
+    pub fn zero_grad(&mut self) {
+        for p in &mut self.params {
+            let mut g = p.tensor.grad();
+            if g.defined() {
+                let _ = g.detach_().zero_();
+            }
+        }
+    }
+
+    /// One update with learning rate `lr`, as torch.optim.AdamW computes it.
+    pub fn step(&mut self, lr: f64) {
+        let _guard = tch::no_grad_guard();
+        self.step += 1;
+        let bc1 = 1.0 - self.beta1.powi(self.step as i32);
+        let bc2 = 1.0 - self.beta2.powi(self.step as i32);
+        for p in &mut self.params {
+            let g = p.tensor.grad();
+            if !g.defined() {
+                continue;
+            }
+            let g = g.to_kind(Kind::Float);
+            if p.decay && self.weight_decay != 0.0 {
+                let _ = p.master.g_mul_scalar_(1.0 - lr * self.weight_decay);
+            }
+            let _ = p.m.g_mul_scalar_(self.beta1).g_add_(&(&g * (1.0 - self.beta1)));
+            let _ = p.v.g_mul_scalar_(self.beta2).g_add_(&(&g * &g * (1.0 - self.beta2)));
+            let denom = p.v.sqrt() / bc2.sqrt() + self.eps;
+            let _ = p.master.g_sub_(&(&p.m / &denom * (lr / bc1)));
+            let mut t = p.tensor.shallow_clone();
+            let _ = t.copy_(&p.master.to_kind(p.tensor.kind()));
+        }
+    }
+
+    /// State to checkpoint: moments and masters by parameter name, plus the step.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::with_capacity(self.params.len() * 3 + 1);
+        for p in &self.params {
+            out.push((format!("{}.exp_avg", p.name), p.m.shallow_clone()));
+            out.push((format!("{}.exp_avg_sq", p.name), p.v.shallow_clone()));
+            out.push((format!("{}.master", p.name), p.master.shallow_clone()));
+        }
+        out.push(("step".into(), Tensor::from(self.step)));
+        out
+    }
+
+    pub fn load_state(&mut self, mut w: Weights) -> Result<()> {
+        let _guard = tch::no_grad_guard();
+        for p in &mut self.params {
+            let mut get = |suffix: &str| w.remove(&format!("{}.{suffix}", p.name)).with_context(|| format!("optimizer state lacks {}.{suffix}", p.name));
+            p.m = get("exp_avg")?.to_device(p.tensor.device());
+            p.v = get("exp_avg_sq")?.to_device(p.tensor.device());
+            p.master = get("master")?.to_device(p.tensor.device());
+            let mut t = p.tensor.shallow_clone();
+            let _ = t.copy_(&p.master.to_kind(p.tensor.kind()));
+        }
+        self.step = w.remove("step").context("optimizer state lacks step")?.int64_value(&[]);
+        Ok(())
+    }
+}
+
+/// Scales gradients so their global L2 norm is at most `max_norm`; returns the norm before
+/// clipping (as torch.nn.utils.clip_grad_norm_ does, with its 1e-6 guard).
+pub fn clip_grad_norm(params: &[Param], max_norm: f64) -> f64 {
+    let _guard = tch::no_grad_guard();
+    let grads: Vec<Tensor> = params.iter().map(|p| p.tensor.grad()).filter(|g| g.defined()).collect();
+    if grads.is_empty() {
+        return 0.0;
+    }
+    let norms: Vec<Tensor> = grads.iter().map(|g| g.to_kind(Kind::Float).norm()).collect();
+    let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
+    if max_norm > 0.0 {
+        let coef = max_norm / (total + 1e-6);
+        if coef < 1.0 {
+            for g in &grads {
+                let mut g = g.shallow_clone();
+                let _ = g.g_mul_scalar_(coef);
+            }
+        }
+    }
+    total
+}
