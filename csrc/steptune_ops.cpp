@@ -49,3 +49,25 @@ int steptune_backward_with_grad(torch::Tensor** outputs, torch::Tensor** grads, 
 }
 
 }  // extern "C"
+
+extern "C" {
+
+/// The default CPU generator's state (a uint8 tensor), so a resumed run draws the same dropout
+/// masks as an uninterrupted one. tch has no access to generator state.
+int steptune_cpu_rng_get_state(torch::Tensor** out) {
+  return guarded([&] {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    *out = new torch::Tensor(gen.get_state());
+  });
+}
+
+int steptune_cpu_rng_set_state(torch::Tensor* state) {
+  return guarded([&] {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(*state);
+  });
+}
+
+}  // extern "C"

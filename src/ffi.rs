@@ -10,6 +10,8 @@ extern "C" {
     fn steptune_torch_version() -> *const c_char;
     fn steptune_torch_has_cuda() -> c_int;
     fn steptune_backward_with_grad(outputs: *const *mut C_tensor, grads: *const *mut C_tensor, n: c_int) -> c_int;
+    fn steptune_cpu_rng_get_state(out: *mut *mut C_tensor) -> c_int;
+    fn steptune_cpu_rng_set_state(state: *mut C_tensor) -> c_int;
 }
 
 fn check(rc: c_int, what: &str) -> Result<()> {
@@ -43,4 +45,16 @@ pub fn backward_with_grad(outputs: &[&Tensor], grads: &[&Tensor]) -> Result<()> 
     // SAFETY: the pointers are live tch tensors for the duration of the call; C++ copies the
     // handles (refcounted) and does not keep them.
     check(unsafe { steptune_backward_with_grad(outs.as_ptr(), gs.as_ptr(), outs.len() as c_int) }, "backward_with_grad")
+}
+
+/// The default CPU generator's state: what dropout and `randn` draw from next.
+pub fn cpu_rng_state() -> Result<Tensor> {
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    check(unsafe { steptune_cpu_rng_get_state(&mut out) }, "cpu_rng_state")?;
+    // SAFETY: C++ returned a heap-allocated torch::Tensor*, which from_ptr takes ownership of.
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+pub fn set_cpu_rng_state(state: &Tensor) -> Result<()> {
+    check(unsafe { steptune_cpu_rng_set_state(state.as_ptr() as *mut C_tensor) }, "set_cpu_rng_state")
 }

@@ -28,3 +28,16 @@ fn backward_with_grad_reports_libtorch_errors() {
     let y = Tensor::ones([2], (Kind::Float, Device::Cpu));
     assert!(ffi::backward_with_grad(&[&x, &y], &[&g]).is_err());
 }
+
+#[test]
+fn cpu_rng_state_round_trips() {
+    tch::manual_seed(3);
+    let state = ffi::cpu_rng_state().unwrap();
+    let a = Tensor::rand([5], (Kind::Float, Device::Cpu));
+    ffi::set_cpu_rng_state(&state).unwrap();
+    let b = Tensor::rand([5], (Kind::Float, Device::Cpu));
+    assert_eq!(Vec::<f32>::try_from(&a).unwrap(), Vec::<f32>::try_from(&b).unwrap());
+    let c = Tensor::rand([5], (Kind::Float, Device::Cpu));
+    assert_ne!(Vec::<f32>::try_from(&a).unwrap(), Vec::<f32>::try_from(&c).unwrap());
+    assert!(ffi::set_cpu_rng_state(&Tensor::zeros([3], (Kind::Uint8, Device::Cpu))).is_err());
+}
