@@ -24,6 +24,19 @@ fn main() {
     println!("cargo:rustc-check-cfg=cfg(steptune_torch_cuda)");
     println!("cargo:rustc-check-cfg=cfg(steptune_cuda_kernels)");
 
+    // The CUDA kernels first: the C++ wrappers around them are compiled only when they exist.
+    let cuda_include = if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        if !has_cuda_lib {
+            panic!(
+                "--features cuda needs a libtorch with CUDA (libtorch_cuda.so), and {} has none: run ./libtorch-setup.sh cuda",
+                lib_dir.display()
+            );
+        }
+        compile_cuda()
+    } else {
+        None
+    };
+
     let cpp = sources(Path::new("csrc"), "cpp");
     let mut build = cc::Build::new();
     build
@@ -38,10 +51,20 @@ fn main() {
         // -isystem: libtorch's own headers should not drown our warnings.
         build.flag(format!("-isystem{}", inc.display()));
     }
+    if let Some(cuda_include) = &cuda_include {
+        // c10/cuda headers (current stream, device guard) include cuda_runtime_api.h.
+        for inc in cuda_include {
+            build.flag(format!("-isystem{}", inc.display()));
+        }
+        build.define("STEPTUNE_CUDA_KERNELS", None);
+    }
     build.compile("steptune_csrc");
-
-    if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
-        compile_cuda(&includes);
+    if cuda_include.is_some() {
+        // The wrappers call c10::cuda (stream, guard): c10_cuda is linked directly, not only
+        // through libtorch_cuda.so.
+        println!("cargo:rustc-link-lib=dylib=c10_cuda");
+        link_cudart(&lib_dir);
+        println!("cargo:rustc-cfg=steptune_cuda_kernels");
     }
     // The commit a binary was built from goes into every run folder.
     let commit = std::process::Command::new("git")
@@ -55,6 +78,7 @@ fn main() {
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=csrc");
     println!("cargo:rerun-if-env-changed=STEPTUNE_NVCC");
+    println!("cargo:rerun-if-env-changed=STEPTUNE_CUDA_INCLUDE");
 }
 
 fn sources(dir: &Path, ext: &str) -> Vec<PathBuf> {
@@ -70,26 +94,79 @@ fn sources(dir: &Path, ext: &str) -> Vec<PathBuf> {
 }
 
 /// nvcc for sm_80 (A100) and sm_90 (H100/H200); found as $STEPTUNE_NVCC (set by
-/// `./libtorch-setup.sh cuda`), else `nvcc` on PATH.
-fn compile_cuda(includes: &[PathBuf]) {
+/// `./libtorch-setup.sh cuda`), else `nvcc` on PATH. Returns the include dirs holding
+/// cuda_runtime.h (for the C++ wrappers), or None when there is no .cu file.
+///
+/// nvcc from PyPI (nvidia-cuda-nvcc, -crt, nvidia-nvvm, nvidia-cuda-runtime, one shared
+/// `nvidia/cu13` tree) needs no extra flags: its bin/nvcc.profile points at ../nvvm/bin (cicc),
+/// ../nvvm/libdevice and ../include (crt/ and cuda_runtime.h) relative to itself. The host
+/// compiler is the `c++`/`g++` on PATH (gcc up to 15 is supported by nvcc 13.0).
+fn compile_cuda() -> Option<Vec<PathBuf>> {
     let kernels = sources(Path::new("csrc"), "cu");
     if kernels.is_empty() {
-        return;
+        return None;
     }
     let nvcc = std::env::var("STEPTUNE_NVCC").unwrap_or_else(|_| "nvcc".to_string());
-    let nvcc_path = PathBuf::from(&nvcc);
-    let mut build = cc::Build::new();
-    build.cuda(true).compiler(&nvcc).pic(true).std("c++17").define("_GLIBCXX_USE_CXX11_ABI", "1");
-    // nvcc from PyPI keeps the CUDA runtime headers in the sibling nvidia/cu13/include.
-    if let Some(toolkit) = nvcc_path.parent().and_then(Path::parent) {
-        build.include(toolkit.join("include"));
+    // $STEPTUNE_CUDA_INCLUDE (':'-separated), else the toolkit's include beside bin/nvcc.
+    let cuda_include: Vec<PathBuf> = match std::env::var("STEPTUNE_CUDA_INCLUDE") {
+        Ok(v) if !v.is_empty() => std::env::split_paths(&v).collect(),
+        _ => {
+            let nvcc_path = which(&nvcc).unwrap_or_else(|| PathBuf::from(&nvcc));
+            nvcc_path.parent().and_then(Path::parent).map(|t| vec![t.join("include")]).unwrap_or_default()
+        }
+    };
+    if !cuda_include.iter().any(|d| d.join("cuda_runtime.h").exists()) {
+        panic!(
+            "cuda_runtime.h not found in {cuda_include:?} (nvcc {nvcc}): run ./libtorch-setup.sh cuda, \
+             or set STEPTUNE_NVCC and STEPTUNE_CUDA_INCLUDE"
+        );
     }
-    for inc in includes {
+    let mut build = cc::Build::new();
+    // cudart "none": the kernels use the shared libcudart.so.13 that libtorch_cuda.so already
+    // loads (link_cudart), not a second, static runtime.
+    // cc takes nvcc from $NVCC (`.compiler()` would be taken for the host compiler, and get gcc flags).
+    std::env::set_var("NVCC", &nvcc);
+    build.cuda(true).cudart("none").pic(true).std("c++17");
+    // The .cu files are pure CUDA runtime code: no libtorch headers.
+    for inc in &cuda_include {
         build.include(inc);
     }
     for arch in ["80", "90"] {
         build.flag("-gencode").flag(format!("arch=compute_{arch},code=sm_{arch}"));
     }
     build.files(&kernels).compile("steptune_cuda");
-    println!("cargo:rustc-cfg=steptune_cuda_kernels");
+    Some(cuda_include)
+}
+
+/// Links the shared CUDA runtime the kernels' launches call into: the libcudart.so.13 that
+/// libtorch_cuda.so itself resolves (the wheel's nvidia/cu13/lib beside torch/, or libtorch's own
+/// lib/), else the one installed with nvcc; with an rpath, so that it is the same file at run time.
+fn link_cudart(lib_dir: &Path) {
+    let mut candidates = vec![
+        lib_dir.join("../../nvidia/cu13/lib"),
+        lib_dir.join("../../nvidia/cuda_runtime/lib"),
+        lib_dir.to_path_buf(),
+    ];
+    if let Ok(nvcc) = std::env::var("STEPTUNE_NVCC") {
+        if let Some(toolkit) = Path::new(&nvcc).parent().and_then(Path::parent) {
+            candidates.push(toolkit.join("lib"));
+        }
+    }
+    let dir = candidates
+        .into_iter()
+        .find(|d| d.join("libcudart.so.13").exists())
+        .unwrap_or_else(|| panic!("libcudart.so.13 not found beside libtorch ({}) nor nvcc", lib_dir.display()));
+    let dir = dir.canonicalize().unwrap_or(dir);
+    println!("cargo:rustc-link-search=native={}", dir.display());
+    println!("cargo:rustc-link-lib=dylib:+verbatim=libcudart.so.13");
+    if dir != lib_dir {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+    }
+}
+
+fn which(prog: &str) -> Option<PathBuf> {
+    if prog.contains('/') {
+        return Some(PathBuf::from(prog));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(prog)).find(|p| p.is_file())
 }

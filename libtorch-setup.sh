@@ -14,7 +14,8 @@
 #      dependency on libtorch_cuda.so is removed with patchelf; libtorch_cpu.so still needs
 #      libcudart.so.13 and libcupti.so.13, which come from their own small wheels.
 #
-# Environment: STEPTUNE_CACHE (default ~/.cache/steptune) holds the built folders and tools.
+# Environment: STEPTUNE_CACHE (default ~/.cache/steptune) holds the built folders and tools
+# (cuda mode: nvcc in $STEPTUNE_CACHE/cuda-nvcc-13.0.88, always, whichever libtorch is used).
 set -euo pipefail
 
 TORCH_VERSION=2.11.0
@@ -33,7 +34,7 @@ case "$mode" in
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then mode=cuda; else mode=cpu; fi
     say "mode $mode (detected; pass 'cpu' or 'cuda' to choose)" ;;
   cpu|cuda) say "mode $mode (requested)" ;;
-  -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
   *) die "unknown mode '$mode': use cpu, cuda or nothing (auto)" ;;
 esac
 
@@ -115,20 +116,62 @@ PY
 build_cuda_from_wheel() {
   local dest=$1
   need_disk 12 "$CACHE"
-  say "installing torch==$TORCH_VERSION with its CUDA libraries and nvcc $NVCC_VERSION into $dest (several GB)"
+  say "installing torch==$TORCH_VERSION with its CUDA libraries into $dest (several GB)"
   rm -rf "$dest.partial"
   pip_cmd install -q --no-compile --target "$dest.partial" "torch==$TORCH_VERSION" \
-    "nvidia-cuda-nvcc==$NVCC_VERSION" "nvidia-cuda-crt==$NVCC_VERSION" "nvidia-nvvm==$NVCC_VERSION" \
-    "nvidia-cuda-runtime==$CUDA_WHEELS_VERSION" \
     || die "pip install failed (is the PyPI registry reachable?)"
   rm -rf "$dest"
   mv "$dest.partial" "$dest"
   echo "$TORCH_VERSION+cuda" >"$dest/torch/build-version"
 }
 
+# nvcc $NVCC_VERSION from PyPI into its own folder (cuda mode always, whichever libtorch is used).
+# The wheels share one `nvidia/cu13` tree: bin/nvcc, nvvm/bin/cicc, include/crt (nvidia-cuda-crt),
+# include/cuda_runtime.h and lib/libcudart.so.13 (nvidia-cuda-runtime), include/cccl (nvidia-cuda-cccl:
+# <nv/target>, which cuda_fp16.h and cuda_bf16.h include). nvcc's own bin/nvcc.profile adds
+# ../nvvm/bin (cicc), ../nvvm/libdevice, ../include and ../include/cccl, so nvcc runs as is; no GPU.
+# Sets NVCC and CUDA_INCLUDE.
+ensure_nvcc() {
+  local dest=$CACHE/cuda-nvcc-$NVCC_VERSION
+  find_nvcc() {
+    NVCC=$(ls "$dest"/nvidia/cu13/bin/nvcc "$dest"/nvidia/cuda_nvcc/bin/nvcc 2>/dev/null | head -n1 || true)
+    [ -n "$NVCC" ] && [ -x "$NVCC" ] && "$NVCC" --version 2>/dev/null | grep -q "release ${NVCC_VERSION%.*}" \
+      && [ -n "$(ls "$dest"/nvidia/*/include/cuda_runtime.h 2>/dev/null)" ] \
+      && [ -n "$(ls "$dest"/nvidia/*/include/cccl/nv/target 2>/dev/null)" ]
+  }
+  if find_nvcc; then
+    say "found nvcc in $dest"
+  else
+    need_disk 1 "$CACHE"
+    say "installing nvcc $NVCC_VERSION (nvidia-cuda-nvcc, -crt, nvvm; cuda-runtime and cccl headers) into $dest"
+    rm -rf "$dest.partial"
+    pip_cmd install -q --no-compile --no-deps --target "$dest.partial" \
+      "nvidia-cuda-nvcc==$NVCC_VERSION" "nvidia-cuda-crt==$NVCC_VERSION" "nvidia-nvvm==$NVCC_VERSION" \
+      "nvidia-cuda-runtime==$CUDA_WHEELS_VERSION" "nvidia-cuda-cccl==$CUDA_WHEELS_VERSION" \
+      || die "pip install of nvcc $NVCC_VERSION failed (is the PyPI registry reachable?)"
+    rm -rf "$dest"
+    mv "$dest.partial" "$dest"
+    find_nvcc || die "no working nvcc $NVCC_VERSION in $dest after pip install"
+  fi
+  # The folder(s) holding cuda_runtime.h (and crt/host_config.h, which nvcc's headers include).
+  CUDA_INCLUDE=$(dirname "$(ls "$dest"/nvidia/*/include/cuda_runtime.h 2>/dev/null | head -n1)")
+  [ -f "$CUDA_INCLUDE/cuda_runtime.h" ] || die "cuda_runtime.h not found under $dest/nvidia"
+  [ -f "$CUDA_INCLUDE/crt/host_config.h" ] || [ -n "$(ls "$dest"/nvidia/*/include/crt/host_config.h 2>/dev/null)" ] \
+    || die "crt/host_config.h (nvidia-cuda-crt) not found under $dest/nvidia"
+  # Smoke test: one kernel for each architecture build.rs targets, no GPU involved.
+  local t; t=$(mktemp -d)
+  printf '#include <cuda_bf16.h>\n#include <cuda_runtime.h>\n__global__ void k(float* o) { o[threadIdx.x] = 1.0f; }\n' >"$t/k.cu"
+  if ! "$NVCC" -c -I"$CUDA_INCLUDE" -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+       -o "$t/k.o" "$t/k.cu" >"$t/log" 2>&1; then
+    cat "$t/log" >&2; rm -rf "$t"; die "$NVCC cannot compile a test kernel (is a host C++ compiler, g++, installed?)"
+  fi
+  rm -rf "$t"
+}
+
 # -- pick or build the libtorch folder ------------------------------------------------------------
 LIBTORCH_DIR=""
 NVCC=""
+CUDA_INCLUDE=""
 if [ -n "${LIBTORCH:-}" ]; then
   v=$(libtorch_version "$LIBTORCH")
   if [ "$v" = "$TORCH_VERSION" ]; then
@@ -160,7 +203,6 @@ if [ -z "$LIBTORCH_DIR" ]; then
     dest=$CACHE/libtorch-$TORCH_VERSION-cuda
     if [ ! -f "$dest/torch/lib/libtorch_cuda.so" ]; then build_cuda_from_wheel "$dest"; say "built $dest"; else say "found $dest"; fi
     LIBTORCH_DIR=$dest/torch
-    NVCC=$(ls "$dest"/nvidia/cu13/bin/nvcc "$dest"/nvidia/cuda_nvcc/bin/nvcc 2>/dev/null | head -n1 || true)
   fi
 fi
 
@@ -171,6 +213,8 @@ fi
 missing=$(ldd "$LIBTORCH_DIR/lib/libtorch_cpu.so" 2>/dev/null | awk '/not found/ {print $1}' | tr '\n' ' ')
 [ -z "$missing" ] || die "libtorch_cpu.so cannot find: $missing (rerun with a clean $CACHE)"
 
+if [ "$mode" = cuda ]; then ensure_nvcc; fi
+
 # -- point cargo at it ------------------------------------------------------------------------------
 mkdir -p "$ROOT/.cargo"
 {
@@ -178,11 +222,12 @@ mkdir -p "$ROOT/.cargo"
   echo "[env]"
   echo "LIBTORCH = \"$LIBTORCH_DIR\""
   echo "LIBTORCH_CXX11_ABI = \"1\""
-  [ -n "$NVCC" ] && echo "STEPTUNE_NVCC = \"$NVCC\""
+  if [ -n "$NVCC" ]; then echo "STEPTUNE_NVCC = \"$NVCC\""; fi
+  if [ -n "$CUDA_INCLUDE" ]; then echo "STEPTUNE_CUDA_INCLUDE = \"$CUDA_INCLUDE\""; fi
   echo "STEPTUNE_LIBTORCH_MODE = \"$mode\""
 } >"$ROOT/.cargo/config.toml"
 say "wrote $ROOT/.cargo/config.toml (LIBTORCH=$LIBTORCH_DIR)"
 if [ "$mode" = cuda ]; then
-  if [ -n "$NVCC" ]; then say "nvcc: $NVCC ($("$NVCC" --version | tail -n1)); build with --features cuda"; else say "no nvcc from PyPI here: set STEPTUNE_NVCC to build --features cuda"; fi
+  say "nvcc: $NVCC ($("$NVCC" --version | grep -o "release [0-9.]*, V[0-9.]*")); build with --features cuda"
 fi
 say "done: cargo build|run|test now use libtorch $TORCH_VERSION"

@@ -33,7 +33,7 @@ from Debian's wordnet-base / wordnet-sense-index packages (the same files the Ru
 reads from /usr/share/wordnet) plus the `lexnames` file. Run from the repository root,
 with the pinned reference environment:
 
-    scripts/wordnet-setup.sh
+    scripts/wordnet-setup.sh --nltk-data
     VENV_PY=$(scripts/ref-env.sh | tail -n1)
     $VENV_PY scripts/make_metric_fixtures_meteor.py
 
@@ -82,13 +82,13 @@ WN_FILES = [
 if not (NLTK_WN / "lexnames").is_file() or not (NLTK_WN / "data.noun").is_file():
     sys.exit(
         f"make_metric_fixtures_meteor.py: no NLTK WordNet in {NLTK_WN}; "
-        "run scripts/wordnet-setup.sh first (or set STEPTUNE_NLTK_DATA)."
+        "run scripts/wordnet-setup.sh --nltk-data first (or set STEPTUNE_NLTK_DATA)."
     )
 for _f in WN_FILES:
     if (NLTK_WN / _f).read_bytes() != (WORDNET_DIR / _f).read_bytes():
         sys.exit(
             f"make_metric_fixtures_meteor.py: {NLTK_WN / _f} differs from {WORDNET_DIR / _f}; "
-            "run scripts/wordnet-setup.sh again so NLTK and steptune read the same WordNet."
+            "run scripts/wordnet-setup.sh --nltk-data again so NLTK and steptune read the same WordNet."
         )
 
 # Must be set before nltk is imported (nltk.data.path is built at import time).

@@ -6,27 +6,30 @@
 # that Debian ships in the packages wordnet-base and wordnet-sense-index, installed in
 # /usr/share/wordnet. This script:
 #
-#   1. installs those packages with apt-get if /usr/share/wordnet/data.noun is missing
-#      (needs root; otherwise it stops with a message saying what to run);
-#   2. builds an NLTK data folder whose corpora/wordnet/ holds copies of the same files
-#      (copies: NLTK refuses symlinks that point outside its corpus root) plus the `lexnames` file NLTK's WordNetCorpusReader requires and Debian does not
-#      ship, so that NLTK (scripts/make_metric_fixtures_meteor.py) reads the very same
-#      database the Rust code reads;
-#   3. prints the WordNet folder on the last line of stdout (or, with --nltk-data, the
-#      NLTK data folder, i.e. the value for NLTK_DATA).
+#   1. installs those packages with apt-get if a database file is missing from
+#      /usr/share/wordnet (needs root; otherwise it stops with a message saying what to
+#      run);
+#   2. with --nltk-data only: builds an NLTK data folder whose corpora/wordnet/ holds
+#      copies of the same files (copies: NLTK refuses symlinks that point outside its
+#      corpus root) plus the `lexnames` file NLTK's WordNetCorpusReader requires and
+#      Debian does not ship, so that NLTK (scripts/make_metric_fixtures_meteor.py) reads
+#      the very same database the Rust code reads;
+#   3. prints the WordNet folder on the last line of stdout (with --nltk-data, the NLTK
+#      data folder instead, i.e. the value for NLTK_DATA).
 #
-# Usage:  scripts/wordnet-setup.sh              # last line: /usr/share/wordnet
-#         scripts/wordnet-setup.sh --nltk-data  # last line: the NLTK_DATA folder
+# Usage:  scripts/wordnet-setup.sh              # what `cargo test` needs; prints /usr/share/wordnet
+#         scripts/wordnet-setup.sh --nltk-data  # also the NLTK copy, for regenerating fixtures
 #
 # Environment:
 #   STEPTUNE_NLTK_DATA  NLTK data folder to build (default: $HOME/.cache/steptune/nltk_data)
 #
 # steptune itself finds the database through $STEPTUNE_WORDNET if set, else
-# /usr/share/wordnet. Idempotent: running it again changes nothing.
+# /usr/share/wordnet. Idempotent: running it again changes nothing. Works on a fresh
+# Debian bookworm (or Ubuntu) machine when run as root.
 set -euo pipefail
 
 WN_DIR=/usr/share/wordnet
-NLTK_DATA_DIR="${STEPTUNE_NLTK_DATA:-$HOME/.cache/steptune/nltk_data}"
+NLTK_DATA_DIR="${STEPTUNE_NLTK_DATA:-${HOME:-/root}/.cache/steptune/nltk_data}"
 PACKAGES=(wordnet-base wordnet-sense-index)
 # Files NLTK's WordNetCorpusReader opens (lexnames is written separately below).
 WN_FILES=(
@@ -36,11 +39,11 @@ WN_FILES=(
   index.sense cntlist.rev
 )
 
-print_nltk=0
+want_nltk=0
 case "${1:-}" in
   "") ;;
-  --nltk-data) print_nltk=1 ;;
-  -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+  --nltk-data) want_nltk=1 ;;
+  -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
   *) echo "wordnet-setup: unknown argument '$1' (try --help)" >&2; exit 2 ;;
 esac
 
@@ -76,6 +79,11 @@ if [[ -n "$(missing_files)" ]]; then
   fi
 else
   log "WordNet database present in $WN_DIR"
+fi
+
+if [[ $want_nltk -eq 0 ]]; then
+  echo "$WN_DIR"
+  exit 0
 fi
 
 # NLTK view of the same database: copies + lexnames (the standard WordNet 3.0 list;
@@ -138,8 +146,4 @@ if [[ "$(cat "$NLTK_WN/lexnames" 2>/dev/null || true)" != "$LEXNAMES" ]]; then
 fi
 log "NLTK data folder ready: $NLTK_DATA_DIR (NLTK_DATA=$NLTK_DATA_DIR)"
 
-if [[ $print_nltk -eq 1 ]]; then
-  echo "$NLTK_DATA_DIR"
-else
-  echo "$WN_DIR"
-fi
+echo "$NLTK_DATA_DIR"

@@ -14,6 +14,26 @@ extern "C" {
     fn steptune_cpu_rng_set_state(state: *mut C_tensor) -> c_int;
 }
 
+// csrc/steptune_ops.cpp around csrc/nf4_dequant.cu; present only when build.rs compiled the kernels
+// (`--features cuda` against the CUDA libtorch).
+#[cfg(steptune_cuda_kernels)]
+extern "C" {
+    fn steptune_nf4_dequantize_cuda(
+        packed: *mut C_tensor,
+        absmax: *mut C_tensor,
+        n: i64,
+        blocksize: c_int,
+        out: *mut *mut C_tensor,
+    ) -> c_int;
+    fn steptune_nf4_dequantize_cuda_bf16(
+        packed: *mut C_tensor,
+        absmax: *mut C_tensor,
+        n: i64,
+        blocksize: c_int,
+        out: *mut *mut C_tensor,
+    ) -> c_int;
+}
+
 fn check(rc: c_int, what: &str) -> Result<()> {
     if rc == 0 {
         return Ok(());
@@ -57,4 +77,35 @@ pub fn cpu_rng_state() -> Result<Tensor> {
 
 pub fn set_cpu_rng_state(state: &Tensor) -> Result<()> {
     check(unsafe { steptune_cpu_rng_set_state(state.as_ptr() as *mut C_tensor) }, "set_cpu_rng_state")
+}
+
+/// Dequantizes `n` NF4 values stored the bitsandbytes way (`packed`: uint8, two 4-bit codes per
+/// byte, the first in the high nibble; `absmax`: float32, one scale per `blocksize` values of the
+/// flattened weight) on the GPU, into a new flat float32 tensor on `packed`'s device. Runs on the
+/// current CUDA stream.
+#[cfg(steptune_cuda_kernels)]
+pub fn nf4_dequantize_cuda(packed: &Tensor, absmax: &Tensor, n: i64, blocksize: i64) -> Result<Tensor> {
+    nf4_dequantize_cuda_impl(packed, absmax, n, blocksize, false)
+}
+
+/// As [`nf4_dequantize_cuda`], with a bfloat16 output.
+#[cfg(steptune_cuda_kernels)]
+pub fn nf4_dequantize_cuda_bf16(packed: &Tensor, absmax: &Tensor, n: i64, blocksize: i64) -> Result<Tensor> {
+    nf4_dequantize_cuda_impl(packed, absmax, n, blocksize, true)
+}
+
+#[cfg(steptune_cuda_kernels)]
+fn nf4_dequantize_cuda_impl(packed: &Tensor, absmax: &Tensor, n: i64, blocksize: i64, bf16: bool) -> Result<Tensor> {
+    let Ok(bs) = c_int::try_from(blocksize) else {
+        bail!("nf4_dequantize_cuda: blocksize {blocksize} out of range");
+    };
+    let f = if bf16 { steptune_nf4_dequantize_cuda_bf16 } else { steptune_nf4_dequantize_cuda };
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    // SAFETY: packed/absmax are live tch tensors for the call; on success C++ stores a
+    // `new torch::Tensor` in `out`, whose ownership from_ptr takes.
+    check(
+        unsafe { f(packed.as_ptr() as *mut C_tensor, absmax.as_ptr() as *mut C_tensor, n, bs, &mut out) },
+        "nf4_dequantize_cuda",
+    )?;
+    Ok(unsafe { Tensor::from_ptr(out) })
 }

@@ -41,3 +41,17 @@ fn cpu_rng_state_round_trips() {
     assert_ne!(Vec::<f32>::try_from(&a).unwrap(), Vec::<f32>::try_from(&c).unwrap());
     assert!(ffi::set_cpu_rng_state(&Tensor::zeros([3], (Kind::Uint8, Device::Cpu))).is_err());
 }
+
+/// Without a GPU this only proves the CUDA wrapper is linked and checks its inputs; the kernel's
+/// values are compared with the CPU path where a GPU is present.
+#[cfg(feature = "cuda")]
+#[test]
+fn nf4_dequantize_cuda_is_linked_and_rejects_cpu_tensors() {
+    let packed = Tensor::zeros([4], (Kind::Uint8, Device::Cpu));
+    let absmax = Tensor::ones([1], (Kind::Float, Device::Cpu));
+    let err = ffi::nf4_dequantize_cuda(&packed, &absmax, 8, 64).unwrap_err().to_string();
+    assert!(err.contains("must be on a CUDA device"), "{err}");
+    let err = ffi::nf4_dequantize_cuda_bf16(&packed, &absmax, 8, 64).unwrap_err().to_string();
+    assert!(err.contains("must be on a CUDA device"), "{err}");
+    assert!(ffi::nf4_dequantize_cuda(&packed, &absmax, 8, 1 << 40).is_err());
+}

@@ -379,11 +379,9 @@ mod tests {
     }
 
     #[test]
-    fn nltk_doctest_example_if_wordnet_installed() {
-        let Ok(wn) = WordNet::open_default() else {
-            eprintln!("WordNet not installed; skipping (run scripts/wordnet-setup.sh)");
-            return;
-        };
+    fn nltk_doctest_example() {
+        // Required, not optional: scripts/wordnet-setup.sh is part of the test command.
+        let wn = WordNet::open_default().unwrap_or_else(|e| panic!("{e:#}"));
         let h1 = toks("It is a guide to action which ensures that the military always obeys the commands of the party");
         let r1 = toks("It is a guide to action that ensures that the military will forever heed Party commands");
         let r2 = toks("It is the guiding principle which guarantees the military forces always being under the command of the Party");

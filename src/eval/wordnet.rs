@@ -657,14 +657,11 @@ pub(crate) mod tests {
         fs::remove_dir_all(dir).unwrap();
     }
 
-    /// Checks against the real WordNet 3.0 when it is installed (the parity test in
-    /// tests/metrics_meteor.rs requires it; here it is optional).
+    /// Checks against the real WordNet 3.0 (installed by scripts/wordnet-setup.sh).
     #[test]
-    fn real_wordnet_if_installed() {
-        let Ok(wn) = WordNet::open_default() else {
-            eprintln!("WordNet not installed; skipping (run scripts/wordnet-setup.sh)");
-            return;
-        };
+    fn real_wordnet() {
+        // Required, not optional: scripts/wordnet-setup.sh is part of the test command.
+        let wn = WordNet::open_default().unwrap_or_else(|e| panic!("{e:#}"));
         assert_eq!(wn.morphy("dogs", 'n'), vec!["dog"]);
         assert_eq!(wn.morphy("aardwolves", 'n'), vec!["aardwolf"]);
         assert_eq!(wn.morphy("abaci", 'n'), vec!["abacus"]);
