@@ -6,8 +6,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use steptune::data::prepare;
+use steptune::model::generate::{ChatGenerator, GenerateConfig};
+use steptune::model::tokenizer::TokenizerBundle;
 use steptune::recipe::LoadedRecipe;
 use steptune::run::RunDir;
+use steptune::train;
 
 #[derive(Parser)]
 #[command(name = "steptune", version, about = "Fine-tune open LLMs to turn a user's intent into a numbered step-by-step procedure.")]
@@ -39,6 +42,58 @@ enum Command {
         #[arg(long)]
         output_dir: Option<PathBuf>,
     },
+    /// Train on <run>/prepared/ (run `prepare` first); resumes from the newest checkpoint.
+    Train {
+        recipe: Option<PathBuf>,
+        /// Discard existing checkpoints and train from the start.
+        #[arg(long)]
+        restart: bool,
+        /// Stop right after the checkpoint at this step, as if killed (for resume tests).
+        #[arg(long, hide = true)]
+        stop_after: Option<u64>,
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+    },
+    /// Generate a procedure for a prompt with a model folder (and optionally a LoRA adapter).
+    Generate {
+        /// A Hugging Face model folder (config.json, model.safetensors, tokenizer files).
+        #[arg(long)]
+        model: PathBuf,
+        /// A PEFT LoRA adapter folder to apply on top.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        #[arg(long, required = true)]
+        prompt: Vec<String>,
+        #[arg(long)]
+        system: Option<String>,
+        #[arg(long, default_value_t = 256)]
+        max_new_tokens: usize,
+        /// Sample instead of greedy decoding.
+        #[arg(long)]
+        do_sample: bool,
+        #[arg(long, default_value_t = 0.7)]
+        temperature: f64,
+        #[arg(long, default_value_t = 0.9)]
+        top_p: f64,
+        #[arg(long, default_value_t = 50)]
+        top_k: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: i64,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Print JSON: the text, the generated token ids and the parsed steps.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Merge a LoRA adapter into its base model and write an HF folder.
+    Merge {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        adapter: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the versions steptune was built with and runs against.
     Version,
 }
@@ -65,19 +120,103 @@ fn prepare_stage(recipe: &LoadedRecipe, output_dir: Option<PathBuf>, show: usize
     Ok(())
 }
 
+fn train_stage(recipe: &LoadedRecipe, output_dir: Option<PathBuf>, opts: &train::TrainOptions) -> Result<train::TrainOutcome> {
+    let run = RunDir::create(output_dir.unwrap_or_else(|| recipe.output_dir()))?;
+    run.write_provenance(recipe, "train")?;
+    let out = train::run(recipe, &run, opts)?;
+    eprintln!(
+        "train: {} steps in {:.1} s ({:.0} tokens/s); eval loss {} → {}; wrote {}",
+        out.steps,
+        out.seconds,
+        out.tokens_per_second,
+        out.initial_eval_loss.map(|l| format!("{l:.4}")).unwrap_or_else(|| "-".into()),
+        out.final_eval_loss.map(|l| format!("{l:.4}")).unwrap_or_else(|| "-".into()),
+        out.output.display()
+    );
+    Ok(out)
+}
+
+/// The main job: every stage this build has, in order.
+fn main_job(recipe: &LoadedRecipe) -> Result<()> {
+    prepare_stage(recipe, None, 0)?;
+    let out = train_stage(recipe, None, &train::TrainOptions::default())?;
+    let run = RunDir::create(recipe.output_dir())?;
+    let report = steptune::eval::samples::write_report(recipe, &run, &out)?;
+    eprintln!("run: wrote {}", report.display());
+    Ok(())
+}
+
+fn generate_cmd(a: GenerateArgs) -> Result<()> {
+    let device = train::device_of(&a.device);
+    let mut model = steptune::model::load_decoder(&a.model, tch::Kind::Float, device)?;
+    if let Some(ad) = &a.adapter {
+        steptune::adapt::peft::load_adapter(&mut model, ad)?;
+    }
+    let tok = TokenizerBundle::from_dir(&a.model)?;
+    let gen = ChatGenerator::new(&model, &tok, a.system.clone())?;
+    let cfg = GenerateConfig {
+        max_new_tokens: a.max_new_tokens,
+        do_sample: a.do_sample,
+        temperature: a.temperature,
+        top_p: a.top_p,
+        top_k: a.top_k,
+        eos_ids: gen.stop_ids(),
+        pad_id: gen.pad_id(),
+    };
+    tch::manual_seed(a.seed);
+    let out = gen.generate(&a.prompt, &cfg, 8)?;
+    for g in out {
+        if a.json {
+            println!("{}", serde_json::to_string(&g)?);
+        } else {
+            println!("{}\n", g.text);
+        }
+    }
+    Ok(())
+}
+
+struct GenerateArgs {
+    model: PathBuf,
+    adapter: Option<PathBuf>,
+    prompt: Vec<String>,
+    system: Option<String>,
+    max_new_tokens: usize,
+    do_sample: bool,
+    temperature: f64,
+    top_p: f64,
+    top_k: usize,
+    seed: i64,
+    device: String,
+    json: bool,
+}
+
+fn merge_cmd(model_dir: &std::path::Path, adapter: &std::path::Path, out: &std::path::Path) -> Result<()> {
+    let mut model = steptune::model::load_decoder(model_dir, tch::Kind::Float, tch::Device::Cpu)?;
+    steptune::adapt::peft::load_adapter(&mut model, adapter)?;
+    steptune::adapt::peft::merge(&mut model);
+    let tok = TokenizerBundle::from_dir(model_dir).ok();
+    steptune::model::save_decoder(&model, out, tok.as_ref())?;
+    eprintln!("merge: wrote {}", out.display());
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match (cli.command, cli.recipe) {
         (Some(Command::Check { recipe }), _) => LoadedRecipe::load(&recipe).map(|r| print!("{}", r.recipe.to_yaml())),
         (Some(Command::Prepare { recipe, show, output_dir }), _) => load(recipe).and_then(|r| prepare_stage(&r, output_dir, show)),
+        (Some(Command::Train { recipe, restart, stop_after, output_dir }), _) => {
+            load(recipe).and_then(|r| train_stage(&r, output_dir, &train::TrainOptions { restart, stop_after }).map(|_| ()))
+        }
+        (Some(Command::Generate { model, adapter, prompt, system, max_new_tokens, do_sample, temperature, top_p, top_k, seed, device, json }), _) => {
+            generate_cmd(GenerateArgs { model, adapter, prompt, system, max_new_tokens, do_sample, temperature, top_p, top_k, seed, device, json })
+        }
+        (Some(Command::Merge { model, adapter, out }), _) => merge_cmd(&model, &adapter, &out),
         (Some(Command::Version), _) => {
             println!("{}", serde_json::to_string_pretty(&steptune::run::versions()).unwrap_or_default());
             Ok(())
         }
-        (Some(Command::Run { recipe }), _) | (None, recipe) => load(recipe).and_then(|r| {
-            // The stages this build has, in order; training and evaluation join here as they land.
-            prepare_stage(&r, None, 0)
-        }),
+        (Some(Command::Run { recipe }), _) | (None, recipe) => load(recipe).and_then(|r| main_job(&r)),
     };
     if let Err(e) = result {
         eprintln!("steptune: error: {e:#}");

@@ -3,4 +3,5 @@ pub mod bleu;
 pub mod meteor;
 pub mod porter;
 pub mod rouge;
+pub mod samples;
 pub mod wordnet;

@@ -94,3 +94,70 @@ pub fn generate(model: &Qwen3, prompts: &[Vec<i64>], cfg: &GenerateConfig) -> Ve
     }
     out
 }
+
+/// One generated answer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Generated {
+    pub prompt: String,
+    pub text: String,
+    pub token_ids: Vec<i64>,
+    /// Numbered steps parsed from the text.
+    pub steps: Vec<String>,
+}
+
+/// Generation for chat prompts: the model's chat template with thinking off, batched, decoded
+/// without special tokens.
+pub struct ChatGenerator<'a> {
+    pub model: &'a Qwen3,
+    pub tok: &'a crate::model::tokenizer::TokenizerBundle,
+    pub template: crate::data::template::ChatTemplate,
+    pub system: Option<String>,
+}
+
+impl<'a> ChatGenerator<'a> {
+    pub fn new(model: &'a Qwen3, tok: &'a crate::model::tokenizer::TokenizerBundle, system: Option<String>) -> anyhow::Result<Self> {
+        Ok(ChatGenerator { model, tok, template: crate::data::template::ChatTemplate::from_tokenizer(tok)?, system })
+    }
+
+    /// The ids that end a turn: the tokenizer's eos and, where present, `<|endoftext|>` and `<|im_end|>`.
+    pub fn stop_ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = Vec::new();
+        for t in [self.tok.eos_token.as_deref(), Some("<|im_end|>"), Some("<|endoftext|>")].into_iter().flatten() {
+            if let Some(id) = self.tok.token_id(t) {
+                if !ids.contains(&(id as i64)) {
+                    ids.push(id as i64);
+                }
+            }
+        }
+        ids
+    }
+
+    pub fn pad_id(&self) -> i64 {
+        self.tok.pad_token.as_deref().and_then(|p| self.tok.token_id(p)).or_else(|| self.tok.eos_id().ok()).unwrap_or(0) as i64
+    }
+
+    /// Generates for many prompts, `batch_size` at a time (prompts sorted by length so a batch
+    /// pads little), and returns the answers in the prompts' order.
+    pub fn generate(&self, prompts: &[String], cfg: &GenerateConfig, batch_size: usize) -> anyhow::Result<Vec<Generated>> {
+        let mut encoded = Vec::with_capacity(prompts.len());
+        for p in prompts {
+            let text = self.template.render(&crate::data::template::chat_messages(self.system.as_deref(), p, None), true, false)?;
+            let ids = self.tok.tokenizer.encode(text.as_str(), false).map_err(|e| anyhow::anyhow!("tokenisation failed: {e}"))?;
+            encoded.push(ids.get_ids().iter().map(|&i| i as i64).collect::<Vec<i64>>());
+        }
+        let mut order: Vec<usize> = (0..prompts.len()).collect();
+        order.sort_by_key(|&i| encoded[i].len());
+        let mut out: Vec<Option<Generated>> = vec![None; prompts.len()];
+        for chunk in order.chunks(batch_size.max(1)) {
+            let batch: Vec<Vec<i64>> = chunk.iter().map(|&i| encoded[i].clone()).collect();
+            for (&i, ids) in chunk.iter().zip(generate(self.model, &batch, cfg)) {
+                let keep: Vec<u32> = ids.iter().filter(|t| !cfg.eos_ids.contains(t)).map(|&t| t as u32).collect();
+                let text = self.tok.tokenizer.decode(&keep, true).map_err(|e| anyhow::anyhow!("decoding failed: {e}"))?;
+                let text = text.trim().to_string();
+                let steps = crate::data::steps::parse_numbered_steps(&text);
+                out[i] = Some(Generated { prompt: prompts[i].clone(), text, token_ids: ids, steps });
+            }
+        }
+        Ok(out.into_iter().map(|g| g.expect("every prompt generated")).collect())
+    }
+}

@@ -1,0 +1,120 @@
+//! The training loop on a tiny model: loss goes down; a run killed after N steps and resumed
+//! gives exactly the losses of 2N steps straight; a NaN loss stops the run, names the step and
+//! keeps the last good checkpoint; early stopping stops.
+mod common;
+
+use std::path::Path;
+
+use steptune::data::prepare;
+use steptune::recipe::LoadedRecipe;
+use steptune::run::RunDir;
+use steptune::train::{self, TrainOptions};
+
+const TINY: &str = "\
+model:
+  source: random
+  architecture: qwen3
+  config: {model_type: qwen3, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1, head_dim: 16}
+  train_tokenizer: {vocab_size: 400}
+data:
+  files: [data/procedures.jsonl]
+  columns: {group: intent}
+  limit: 60
+  max_length: 512
+";
+
+fn recipe(dir: &Path, method: &str, training: &str) -> LoadedRecipe {
+    let yaml = format!("name: t\noutput_dir: {}\nseed: 5\n{TINY}finetune: {{method: {method}, lora_r: 4, lora_alpha: 8, lora_dropout: 0.1}}\ntraining:\n  device: cpu\n{training}", dir.display());
+    common::recipe_in(&common::repo(), &yaml)
+}
+
+fn prepared(r: &LoadedRecipe) -> RunDir {
+    let run = RunDir::create(r.output_dir()).unwrap();
+    prepare::run(r, &run).unwrap();
+    run
+}
+
+fn losses(run: &RunDir) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.path("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| Some((v["step"].as_u64()?, v["loss"].as_f64()?)))
+        .collect()
+}
+
+const RESUMABLE: &str = "  max_steps: 8\n  per_device_train_batch_size: 4\n  gradient_accumulation_steps: 2\n  learning_rate: 3.0e-3\n  warmup_steps: 2\n  logging_steps: 1\n  eval_strategy: steps\n  eval_steps: 4\n  save_strategy: steps\n  save_steps: 4\n";
+
+#[test]
+fn killed_and_resumed_equals_straight_for_lora_with_dropout() {
+    let d = tempfile::tempdir().unwrap();
+    let straight = recipe(&d.path().join("a"), "lora", RESUMABLE);
+    let run_a = prepared(&straight);
+    let out = train::run(&straight, &run_a, &TrainOptions::default()).unwrap();
+    assert_eq!(out.steps, 8);
+    let a = losses(&run_a);
+    assert_eq!(a.len(), 8);
+
+    let killed = recipe(&d.path().join("b"), "lora", RESUMABLE);
+    let run_b = prepared(&killed);
+    let err = train::run(&killed, &run_b, &TrainOptions { stop_after: Some(4), ..Default::default() }).unwrap_err();
+    assert!(err.to_string().contains("stopped after step 4"));
+    assert!(run_b.path("checkpoints/step-00000004/state.json").exists());
+    assert_eq!(losses(&run_b).len(), 4);
+    let out = train::run(&killed, &run_b, &TrainOptions::default()).unwrap();
+    assert_eq!(out.steps, 8);
+    let b = losses(&run_b);
+    assert_eq!(a, b, "resumed losses differ from the straight run");
+    // Only the best and the last checkpoints are kept.
+    assert!(std::fs::read_dir(run_b.path("checkpoints")).unwrap().count() <= 2);
+    // The adapter is written in PEFT's layout.
+    assert!(run_b.path("adapter/adapter_model.safetensors").exists() && run_b.path("adapter/adapter_config.json").exists());
+}
+
+#[test]
+fn full_fine_tuning_lowers_the_loss_and_writes_a_loadable_model() {
+    let d = tempfile::tempdir().unwrap();
+    let r = recipe(d.path(), "full", "  num_train_epochs: 10\n  per_device_train_batch_size: 8\n  learning_rate: 5.0e-3\n  logging_steps: 1\n");
+    let run = prepared(&r);
+    let out = train::run(&r, &run, &TrainOptions::default()).unwrap();
+    let (first, last) = (out.initial_eval_loss.unwrap(), out.final_eval_loss.unwrap());
+    assert!(last < first * 0.8, "eval loss {first} → {last}");
+    let l = losses(&run);
+    assert!(l.last().unwrap().1 < l.first().unwrap().1);
+    let model = steptune::model::load_decoder(&run.path("model"), tch::Kind::Float, tch::Device::Cpu).unwrap();
+    assert_eq!(model.cfg.hidden_size, 32);
+    assert!(run.path("loss.png").exists() && run.path("base_model/model.safetensors").exists());
+    // A finished run is not trained again by a second call.
+    let again = train::run(&r, &run, &TrainOptions::default()).unwrap();
+    assert_eq!(again.steps, out.steps);
+}
+
+#[test]
+fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let d = tempfile::tempdir().unwrap();
+    let r = recipe(d.path(), "lora", RESUMABLE);
+    let run = prepared(&r);
+    let _ = train::run(&r, &run, &TrainOptions { stop_after: Some(4), ..Default::default() }).unwrap_err();
+    // Poison the base model's final norm: every later loss is NaN.
+    let base = run.path("base_model/model.safetensors");
+    let mut w = steptune::model::weights::read_file(&base, None, tch::Device::Cpu, &|_| true).unwrap();
+    let _ = w.get_mut("model.norm.weight").unwrap().fill_(f64::NAN);
+    let refs: Vec<(String, &tch::Tensor)> = w.iter().map(|(k, v)| (k.clone(), v)).collect();
+    steptune::model::weights::write_file(&base, &refs).unwrap();
+    let msg = format!("{:#}", train::run(&r, &run, &TrainOptions::default()).unwrap_err());
+    assert!(msg.contains("became NaN at step 5"), "{msg}");
+    assert!(msg.contains("step-00000004"), "{msg}");
+    let ckpts: Vec<_> = std::fs::read_dir(run.path("checkpoints")).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().into_string().unwrap()).collect();
+    assert_eq!(ckpts, vec!["step-00000004".to_string()]);
+}
+
+#[test]
+fn early_stopping_stops_after_patience_evaluations_without_improvement() {
+    let d = tempfile::tempdir().unwrap();
+    // A threshold no improvement can reach: every evaluation after the first is "no better".
+    let r = recipe(d.path(), "lora", "  max_steps: 20\n  per_device_train_batch_size: 4\n  eval_strategy: steps\n  eval_steps: 1\n  save_strategy: 'no'\n  early_stopping_patience: 2\n  early_stopping_threshold: 100\n");
+    let run = prepared(&r);
+    let out = train::run(&r, &run, &TrainOptions::default()).unwrap();
+    assert!(out.stopped_early);
+    assert_eq!(out.steps, 3);
+}
