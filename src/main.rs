@@ -94,6 +94,21 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Benchmark: training throughput and peak memory on a prepared file (scripts/bench_train.sh).
+    #[command(hide = true)]
+    BenchTrain {
+        recipe: PathBuf,
+        #[arg(long)]
+        prepared: PathBuf,
+        #[arg(long, default_value = "realistic")]
+        mode: String,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup_steps: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the versions steptune was built with and runs against.
     Version,
 }
@@ -212,6 +227,9 @@ fn main() {
             generate_cmd(GenerateArgs { model, adapter, prompt, system, max_new_tokens, do_sample, temperature, top_p, top_k, seed, device, json })
         }
         (Some(Command::Merge { model, adapter, out }), _) => merge_cmd(&model, &adapter, &out),
+        (Some(Command::BenchTrain { recipe, prepared, mode, steps, warmup_steps, json: _ }), _) => LoadedRecipe::load(&recipe)
+            .and_then(|r| train::bench::run(&r, &prepared, &mode, steps, warmup_steps))
+            .map(|v| println!("{v}")),
         (Some(Command::Version), _) => {
             println!("{}", serde_json::to_string_pretty(&steptune::run::versions()).unwrap_or_default());
             Ok(())

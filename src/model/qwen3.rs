@@ -467,6 +467,13 @@ impl Qwen3 {
         self.logits(&self.hidden(ids, &positions, None, None, false))
     }
 
+    /// Full-sequence logits with dropout active (training layout): [b, t] → [b, t, V]
+    pub fn forward_train(&self, ids: &Tensor) -> Tensor {
+        let (b, t) = (ids.size()[0], ids.size()[1]);
+        let positions = Tensor::arange(t, (Kind::Int64, self.device)).unsqueeze(0).expand([b, t], true);
+        self.logits(&self.hidden(ids, &positions, None, None, true))
+    }
+
     /// The causal-LM loss, summed over labelled tokens, and their count. The language-model head
     /// runs only where a label exists: on a chat batch most positions are prompt or padding.
     /// ids, labels: [b, t] (labels -100 where masked; right padding)

@@ -4,6 +4,7 @@
 //! accumulation, clipping by global norm; eval loss on a cadence with early stopping; atomic
 //! checkpoints with exact resume; a NaN or infinite loss stops the run and names the step.
 pub mod batches;
+pub mod bench;
 pub mod checkpoint;
 pub mod optim;
 pub mod plot;
