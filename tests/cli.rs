@@ -53,3 +53,47 @@ fn bad_data_stops_with_the_row_named_and_keeps_earlier_files() {
     assert_eq!(std::fs::read_to_string(d.path().join("out/keep.txt")).unwrap(), "earlier result");
     assert!(!d.path().join("out/prepared/train.jsonl").exists());
 }
+
+#[test]
+fn train_generate_and_merge_from_the_command_line() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("run");
+    let recipe = d.path().join("r.yaml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "name: cli\noutput_dir: {}\nmodel:\n  source: random\n  architecture: qwen3\n  config: {{model_type: qwen3, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, head_dim: 16}}\n  train_tokenizer: {{vocab_size: 400}}\nfinetune: {{method: lora, lora_r: 2}}\ntraining: {{max_steps: 3, device: cpu, per_device_train_batch_size: 8}}\ndata:\n  files: [{}]\n  columns: {{group: intent}}\n  limit: 40\n  max_length: 512\n",
+            run.display(),
+            repo.join("data/procedures.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let r = recipe.to_str().unwrap();
+    assert_eq!(steptune(&["prepare", r], d.path()).0, 0);
+    let (code, _, err) = steptune(&["train", r], d.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("train: 3 steps"), "{err}");
+    let (code, out, err) = steptune(
+        &["generate", "--model", run.join("base_model").to_str().unwrap(), "--adapter", run.join("adapter").to_str().unwrap(), "--prompt", "How do I reset my password?", "--max-new-tokens", "12", "--json"],
+        d.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert!(v["text"].is_string() && v["steps"].is_array());
+    let n = v["token_ids"].as_array().unwrap().len();
+    assert!((1..=12).contains(&n), "{n} tokens");
+    let merged = d.path().join("merged");
+    let (code, _, err) = steptune(
+        &["merge", "--model", run.join("base_model").to_str().unwrap(), "--adapter", run.join("adapter").to_str().unwrap(), "--out", merged.to_str().unwrap()],
+        d.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    // The merged folder generates exactly what base + adapter generates (greedy).
+    let (_, out2, _) = steptune(&["generate", "--model", merged.to_str().unwrap(), "--prompt", "How do I reset my password?", "--max-new-tokens", "12", "--json"], d.path());
+    let v2: serde_json::Value = serde_json::from_str(out2.lines().next().unwrap()).unwrap();
+    assert_eq!(v["token_ids"], v2["token_ids"]);
+    let (code, _, err) = steptune(&["generate", "--model", d.path().join("nope").to_str().unwrap(), "--prompt", "x"], d.path());
+    assert_eq!(code, 1);
+    assert!(err.contains("nope"), "{err}");
+}

@@ -71,3 +71,52 @@ fn a_saved_model_reloads_with_equal_logits() {
     let diff = tch::no_grad(|| (model.forward(&ids) - again.forward(&ids)).abs().max().double_value(&[]));
     assert_eq!(diff, 0.0);
 }
+
+#[test]
+fn sharded_checkpoints_load_like_single_files() {
+    let src = dir("qwen3_b");
+    let w = weights::read_model_dir(&src, None, Device::Cpu, &|_| true).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(src.join("config.json"), d.path().join("config.json")).unwrap();
+    // Two shards and the index transformers writes for them.
+    let names: Vec<&String> = w.keys().collect();
+    let (a, b) = names.split_at(names.len() / 2);
+    let mut map = serde_json::Map::new();
+    for (file, part) in [("model-00001-of-00002.safetensors", a), ("model-00002-of-00002.safetensors", b)] {
+        let refs: Vec<(String, &Tensor)> = part.iter().map(|n| ((*n).clone(), &w[*n])).collect();
+        weights::write_file(&d.path().join(file), &refs).unwrap();
+        for n in part {
+            map.insert((*n).clone(), serde_json::Value::String(file.into()));
+        }
+    }
+    let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": map});
+    std::fs::write(d.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let single = load_decoder(&src, Kind::Float, Device::Cpu).unwrap();
+    let sharded = load_decoder(d.path(), Kind::Float, Device::Cpu).unwrap();
+    let ids = Tensor::from_slice(&[3i64, 7, 11, 200, 5]).view([1, 5]);
+    let diff = tch::no_grad(|| (single.forward(&ids) - sharded.forward(&ids)).abs().max().double_value(&[]));
+    assert_eq!(diff, 0.0);
+    // A missing shard is named.
+    std::fs::remove_file(d.path().join("model-00002-of-00002.safetensors")).unwrap();
+    let err = format!("{:#}", load_decoder(d.path(), Kind::Float, Device::Cpu).err().unwrap());
+    assert!(err.contains("model-00002-of-00002.safetensors") && err.contains("missing"), "{err}");
+}
+
+#[test]
+fn loads_in_bf16_close_to_fp32() {
+    let f32m = load_decoder(&dir("qwen3_c"), Kind::Float, Device::Cpu).unwrap();
+    let bf16 = load_decoder(&dir("qwen3_c"), Kind::BFloat16, Device::Cpu).unwrap();
+    assert_eq!(bf16.embed_tokens.kind(), Kind::BFloat16);
+    let ids = Tensor::from_slice(&[3i64, 7, 11, 200, 5]).view([1, 5]);
+    let (a, b) = tch::no_grad(|| (f32m.forward(&ids), bf16.forward(&ids)));
+    let rel = ((a.shallow_clone() - b).abs().max() / a.abs().max()).double_value(&[]);
+    assert!(rel < 0.05, "bf16 logits are {rel} off relative to fp32");
+}
+
+#[test]
+fn a_folder_that_is_not_a_checkpoint_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(dir("qwen3_a").join("config.json"), d.path().join("config.json")).unwrap();
+    let err = format!("{:#}", load_decoder(d.path(), Kind::Float, Device::Cpu).err().unwrap());
+    assert!(err.contains("neither model.safetensors nor model.safetensors.index.json"), "{err}");
+}
