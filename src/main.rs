@@ -23,6 +23,26 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum HumanEval {
+    /// Write a blinded CSV sheet (prompt, reference, base and tuned outputs in random order) and its key.
+    Export {
+        recipe: Option<PathBuf>,
+        #[arg(long, default_value = "human_eval_sheet.csv")]
+        sheet: PathBuf,
+        #[arg(long, default_value = "human_eval_key.json")]
+        key: PathBuf,
+    },
+    /// Read filled sheets (one per rater), unblind, report means, CIs and Krippendorff's alpha.
+    Import {
+        recipe: Option<PathBuf>,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(required = true)]
+        sheets: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// The main job: every stage of the recipe in order.
     Run {
@@ -94,6 +114,29 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Generate with the base and the tuned model for every eval prompt, score both against the
+    /// reference, and write report.md, report.json and metrics.png.
+    Eval {
+        recipe: Option<PathBuf>,
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+    },
+    /// Score predictions against references, no model needed (JSONL with `id` and `text`).
+    Score {
+        #[arg(long)]
+        pred: PathBuf,
+        #[arg(long = "ref")]
+        reference: PathBuf,
+        /// Print per-row and corpus figures as JSON.
+        #[arg(long)]
+        json: bool,
+        /// ROUGE without Porter stemming.
+        #[arg(long)]
+        no_stem: bool,
+    },
+    /// Human evaluation sheets: export for raters, import their ratings.
+    #[command(subcommand)]
+    HumanEval(HumanEval),
     /// Benchmark: training throughput and peak memory on a prepared file (scripts/bench_train.sh).
     #[command(hide = true)]
     BenchTrain {
@@ -151,13 +194,30 @@ fn train_stage(recipe: &LoadedRecipe, output_dir: Option<PathBuf>, opts: &train:
     Ok(out)
 }
 
-/// The main job: every stage this build has, in order.
+fn eval_stage(recipe: &LoadedRecipe, output_dir: Option<PathBuf>) -> Result<()> {
+    let run = RunDir::create(output_dir.unwrap_or_else(|| recipe.output_dir()))?;
+    run.write_provenance(recipe, "eval")?;
+    let report = steptune::eval::stage::run(recipe, &run)?;
+    eprintln!("eval: wrote {}, report.json and metrics.png", report.display());
+    Ok(())
+}
+
+/// The main job: every stage, in order.
 fn main_job(recipe: &LoadedRecipe) -> Result<()> {
     prepare_stage(recipe, None, 0)?;
-    let out = train_stage(recipe, None, &train::TrainOptions::default())?;
-    let run = RunDir::create(recipe.output_dir())?;
-    let report = steptune::eval::samples::write_report(recipe, &run, &out)?;
-    eprintln!("run: wrote {}", report.display());
+    train_stage(recipe, None, &train::TrainOptions::default())?;
+    eval_stage(recipe, None)
+}
+
+fn score_cmd(pred: &std::path::Path, reference: &std::path::Path, json: bool, no_stem: bool) -> Result<()> {
+    let pairs = steptune::eval::score::read_pairs(pred, reference)?;
+    let wn = steptune::eval::wordnet::WordNet::shared_default()?;
+    let scored = steptune::eval::score::score_pairs(&pairs, wn, !no_stem);
+    if json {
+        println!("{}", serde_json::to_string(&scored)?);
+    } else {
+        print!("{}", steptune::eval::score::to_markdown(&scored));
+    }
     Ok(())
 }
 
@@ -227,6 +287,20 @@ fn main() {
             generate_cmd(GenerateArgs { model, adapter, prompt, system, max_new_tokens, do_sample, temperature, top_p, top_k, seed, device, json })
         }
         (Some(Command::Merge { model, adapter, out }), _) => merge_cmd(&model, &adapter, &out),
+        (Some(Command::Eval { recipe, output_dir }), _) => load(recipe).and_then(|r| eval_stage(&r, output_dir)),
+        (Some(Command::Score { pred, reference, json, no_stem }), _) => score_cmd(&pred, &reference, json, no_stem),
+        (Some(Command::HumanEval(HumanEval::Export { recipe, sheet, key })), _) => load(recipe).and_then(|r| {
+            let run = RunDir::create(r.output_dir())?;
+            steptune::eval::stage::human_export(&r, &run, &sheet, &key)?;
+            eprintln!("human-eval: wrote {} for raters and {} (keep it from them)", sheet.display(), key.display());
+            Ok(())
+        }),
+        (Some(Command::HumanEval(HumanEval::Import { recipe, key, sheets })), _) => load(recipe).and_then(|r| {
+            let run = RunDir::create(r.output_dir())?;
+            let p = steptune::eval::stage::human_import(&run, &sheets, &key)?;
+            eprintln!("human-eval: wrote {} and added it to report.md", p.display());
+            Ok(())
+        }),
         (Some(Command::BenchTrain { recipe, prepared, mode, steps, warmup_steps, json: _ }), _) => LoadedRecipe::load(&recipe)
             .and_then(|r| train::bench::run(&r, &prepared, &mode, steps, warmup_steps))
             .map(|v| println!("{v}")),

@@ -234,6 +234,9 @@ pub struct DataSection {
     /// Oversample every train group with fewer rows up to this many (0: off).
     pub oversample_min_rows: usize,
     pub split: SplitSection,
+    /// Also learn the prompt's tokens (axolotl's train_on_inputs). Off: the loss covers only the
+    /// answer and its end-of-turn token. Useful for models trained from scratch.
+    pub train_on_prompt: bool,
     /// Tokens per example, prompt and answer together.
     pub max_length: usize,
     pub over_length: OverLength,
@@ -419,6 +422,7 @@ impl Default for DataSection {
             group_by: GroupBy::Auto,
             oversample_min_rows: 0,
             split: SplitSection::default(),
+            train_on_prompt: false,
             max_length: 1024,
             over_length: OverLength::Error,
         }

@@ -263,3 +263,13 @@ fn special_tokens_inside_the_data_are_bad_rows() {
     let r = common::recipe_in(d.path(), &format!("name: e\nmodel: {{source: {}}}\ndata: {{files: [eos.jsonl]}}\n", t5.display()));
     assert!(expect_err(prepare::prepare(&r)).contains("special token `</s>`"));
 }
+
+#[test]
+fn train_on_prompt_labels_the_prompt_too() {
+    let out = prepare::prepare(&procedures_recipe("  train_on_prompt: true\n")).unwrap();
+    for ex in out.train.iter().take(5) {
+        let eos_at = ex.enc.prompt_tokens + ex.enc.answer_tokens - 1;
+        assert!(ex.enc.labels[..=eos_at].iter().zip(&ex.enc.input_ids).all(|(&l, &t)| l == t as i64));
+        assert_eq!(*ex.enc.labels.last().unwrap(), IGNORE_INDEX, "the newline after <|im_end|> stays unlearned");
+    }
+}

@@ -281,7 +281,11 @@ pub fn prepare(recipe: &LoadedRecipe) -> Result<PrepareOutput> {
 
     // 5. Template and tokenise; label only the answer.
     let chat = match kind {
-        ModelKind::Causal => Some(ChatEncoder::new(&tokenizer, ChatTemplate::from_tokenizer(&tokenizer)?, r.model.system_prompt.clone(), r.model.enable_thinking)?),
+        ModelKind::Causal => {
+            let mut enc = ChatEncoder::new(&tokenizer, ChatTemplate::from_tokenizer(&tokenizer)?, r.model.system_prompt.clone(), r.model.enable_thinking)?;
+            enc.train_on_prompt = d.train_on_prompt;
+            Some(enc)
+        }
         ModelKind::Seq2Seq => None,
     };
     let encode = |rows: &[Example]| -> Result<Vec<Encoded>> {
@@ -377,8 +381,10 @@ fn apply_length_policy(
                     }
                     enc.input_ids.truncate(max_len);
                     enc.labels.truncate(max_len);
-                    enc.answer_tokens = enc.labels.iter().filter(|&&l| l != IGNORE_INDEX).count();
                     enc.prompt_tokens = enc.prompt_tokens.min(enc.input_ids.len());
+                    // Chat labels may cover the prompt too (train_on_prompt): count the answer only.
+                    let answer_from = if kind == ModelKind::Causal { enc.prompt_tokens } else { 0 };
+                    enc.answer_tokens = enc.labels.iter().skip(answer_from).filter(|&&l| l != IGNORE_INDEX).count();
                     enc.total_tokens = match kind {
                         ModelKind::Causal => enc.input_ids.len(),
                         ModelKind::Seq2Seq => enc.input_ids.len() + enc.labels.len(),

@@ -99,13 +99,15 @@ pub struct ChatEncoder<'a> {
     pub template: ChatTemplate,
     pub system: Option<String>,
     pub enable_thinking: bool,
+    /// Label the prompt's tokens too (the template's markers included).
+    pub train_on_prompt: bool,
     eos_id: u32,
 }
 
 impl<'a> ChatEncoder<'a> {
     pub fn new(tok: &'a TokenizerBundle, template: ChatTemplate, system: Option<String>, enable_thinking: bool) -> Result<Self> {
         let eos_id = tok.eos_id()?;
-        Ok(ChatEncoder { tok, template, system, enable_thinking, eos_id })
+        Ok(ChatEncoder { tok, template, system, enable_thinking, train_on_prompt: false, eos_id })
     }
 
     /// The text a generation starts from: the prompt and the opened assistant turn.
@@ -167,7 +169,7 @@ impl<'a> ChatEncoder<'a> {
         let labels: Vec<i64> = full_ids
             .iter()
             .enumerate()
-            .map(|(i, &t)| if i >= start && i <= eos_at { t as i64 } else { IGNORE_INDEX })
+            .map(|(i, &t)| if (i >= start || self.train_on_prompt) && i <= eos_at { t as i64 } else { IGNORE_INDEX })
             .collect();
         Ok(Encoded { text, prompt_tokens: start, answer_tokens: eos_at + 1 - start, total_tokens: full_ids.len(), input_ids: full_ids, labels })
     }

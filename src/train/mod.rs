@@ -36,7 +36,7 @@ pub struct TrainOptions {
     pub stop_after: Option<u64>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TrainOutcome {
     pub steps: u64,
     pub initial_eval_loss: Option<f64>,

@@ -1,0 +1,302 @@
+//! `steptune eval`: generate for every eval prompt with the base and the tuned model, score both
+//! against the human reference, and write `report.md`, `report.json` and `metrics.png`.
+//!
+//! The interpretation bands are the Qwen3 document's: ROUGE-L F1 above 60% very similar, 40-60%
+//! fairly similar, below 40% out of order; METEOR above 60% very good, 45-60% good, below 45% poor.
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+use super::samples::{generation_config, load_tuned};
+use super::score::{score_pairs, CorpusScores, Pair, Scored};
+use super::wordnet::WordNet;
+use crate::model::generate::{ChatGenerator, Generated};
+use crate::model::tokenizer::TokenizerBundle;
+use crate::recipe::LoadedRecipe;
+use crate::run::{write_atomic, RunDir};
+use crate::train::batches::read_prepared;
+use crate::train::{device_of, kind_of, TrainOutcome};
+
+pub fn rouge_band(f1: f64) -> &'static str {
+    if f1 > 0.6 {
+        "very similar: the steps match"
+    } else if f1 >= 0.4 {
+        "fairly similar: order somewhat different"
+    } else {
+        "not in order"
+    }
+}
+
+pub fn meteor_band(m: f64) -> &'static str {
+    if m > 0.6 {
+        "very good: substance and meaning match"
+    } else if m >= 0.45 {
+        "good: fairly close, still relevant"
+    } else {
+        "poor: many deviations"
+    }
+}
+
+#[derive(serde::Serialize)]
+pub struct SystemResult {
+    pub name: String,
+    pub scores: Scored,
+    pub predictions: Vec<Generated>,
+}
+
+/// The run's training outcome, as `train` wrote it.
+pub fn read_outcome(run: &RunDir) -> Result<TrainOutcome> {
+    let p = run.path("train_result.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("cannot read {} ({e}): run `steptune train` first", p.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+pub fn run(recipe: &LoadedRecipe, run: &RunDir) -> Result<PathBuf> {
+    let r = &recipe.recipe;
+    let outcome = read_outcome(run)?;
+    let wn = WordNet::shared_default()?;
+    let tok = TokenizerBundle::from_dir(&run.path("tokenizer"))?;
+    let eval = read_prepared(&run.path("prepared/eval.jsonl"))?;
+    let mut seen = std::collections::HashSet::new();
+    let mut items: Vec<_> = eval.iter().filter(|e| seen.insert(e.prompt.clone())).collect();
+    if let Some(n) = r.eval.max_samples {
+        items.truncate(n);
+    }
+    if items.is_empty() {
+        bail!("prepared/eval.jsonl has no rows to evaluate: raise data.split.eval_ratio");
+    }
+    let prompts: Vec<String> = items.iter().map(|e| e.prompt.clone()).collect();
+    let pairs_for = |gens: &[Generated]| -> Vec<Pair> {
+        items
+            .iter()
+            .zip(gens)
+            .enumerate()
+            .map(|(i, (e, g))| Pair { id: i.to_string(), prediction: g.text.clone(), reference: e.output.clone(), group: Some(e.group.clone()) })
+            .collect()
+    };
+    let mut systems = Vec::new();
+    let t = &r.training;
+    let mut models = vec![("tuned".to_string(), load_tuned(recipe, &outcome)?)];
+    if r.eval.compare_base {
+        models.insert(0, ("base".to_string(), crate::model::load_decoder(&outcome.base, kind_of(t.precision), device_of(&t.device))?));
+    }
+    for (name, model) in &models {
+        let gen = ChatGenerator::new(model, &tok, r.model.system_prompt.clone())?;
+        let cfg = generation_config(recipe, &gen);
+        tch::manual_seed(r.seed as i64);
+        let started = std::time::Instant::now();
+        let predictions = gen.generate(&prompts, &cfg, r.eval.batch_size)?;
+        eprintln!("eval: {name}: {} generations in {:.1} s", predictions.len(), started.elapsed().as_secs_f64());
+        let scores = score_pairs(&pairs_for(&predictions), wn, true);
+        let lines: String = predictions.iter().zip(&items).map(|(g, e)| json!({"prompt": g.prompt, "prediction": g.text, "reference": e.output, "group": e.group}).to_string() + "\n").collect();
+        write_atomic(&run.path(&format!("eval/predictions_{name}.jsonl")), lines.as_bytes())?;
+        systems.push(SystemResult { name: name.clone(), scores, predictions });
+    }
+    // The human reference scored against itself: the ceiling every metric is read against.
+    let reference = score_pairs(
+        &items.iter().enumerate().map(|(i, e)| Pair { id: i.to_string(), prediction: e.output.clone(), reference: e.output.clone(), group: Some(e.group.clone()) }).collect::<Vec<_>>(),
+        wn,
+        true,
+    );
+    let report = json!({
+        "recipe": r.name,
+        "eval_prompts": items.len(),
+        "train": outcome,
+        "systems": systems.iter().map(|s| json!({"name": s.name, "corpus": s.scores.corpus, "per_group": s.scores.per_group})).collect::<Vec<_>>(),
+        "human_reference": reference.corpus,
+        "bands": {
+            "rouge_l_f1": systems.iter().map(|s| (s.name.clone(), rouge_band(s.scores.corpus.rouge_l_f1))).collect::<std::collections::BTreeMap<_, _>>(),
+            "meteor": systems.iter().map(|s| (s.name.clone(), meteor_band(s.scores.corpus.meteor))).collect::<std::collections::BTreeMap<_, _>>(),
+        },
+    });
+    write_atomic(&run.path("report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    let _ = chart(run, &systems, &reference.corpus);
+    let md = markdown(recipe, &outcome, &systems, &reference.corpus, &items.iter().map(|e| (e.prompt.clone(), e.output.clone(), e.group.clone())).collect::<Vec<_>>());
+    let path = run.path("report.md");
+    write_atomic(&path, md.as_bytes())?;
+    Ok(path)
+}
+
+fn metric_rows(c: &CorpusScores) -> Vec<(&'static str, f64)> {
+    vec![
+        ("ROUGE-L F1", c.rouge_l_f1),
+        ("ROUGE-Lsum F1", c.rouge_lsum_f1),
+        ("METEOR", c.meteor),
+        ("BLEU / 100", c.bleu / 100.0),
+        ("step recall", c.step_recall),
+        ("step precision", c.step_precision),
+        ("well-formed list", c.well_formed_rate),
+    ]
+}
+
+fn chart(run: &RunDir, systems: &[SystemResult], reference: &CorpusScores) -> Result<()> {
+    use plotters::prelude::*;
+    crate::train::plot::register_font();
+    let names: Vec<&str> = metric_rows(reference).iter().map(|m| m.0).collect();
+    let mut series: Vec<(String, Vec<f64>)> = systems.iter().map(|s| (s.name.clone(), metric_rows(&s.scores.corpus).iter().map(|m| m.1).collect())).collect();
+    series.push(("human reference".into(), metric_rows(reference).iter().map(|m| m.1).collect()));
+    let out = run.path("metrics.png");
+    let root = BitMapBackend::new(&out, (1000, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let n = names.len() as f64;
+    let mut c = ChartBuilder::on(&root)
+        .caption("base vs tuned vs human reference", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..n, 0f64..1.05)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let labels = names.clone();
+    c.configure_mesh()
+        .disable_x_mesh()
+        .x_labels(names.len() * 2)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - x.floor() - 0.5).abs() < 0.01 && i < labels.len() { labels[i].to_string() } else { String::new() }
+        })
+        .label_style(("sans-serif", 12))
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let colors = [RGBColor(150, 150, 150), RGBColor(31, 119, 180), RGBColor(44, 160, 44)];
+    let w = 0.8 / series.len() as f64;
+    for (k, (name, vals)) in series.iter().enumerate() {
+        let color = colors[k % colors.len()];
+        c.draw_series(vals.iter().enumerate().map(|(i, &v)| {
+            let x0 = i as f64 + 0.1 + k as f64 * w;
+            Rectangle::new([(x0, 0.0), (x0 + w * 0.95, v.clamp(0.0, 1.05))], color.filled())
+        }))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?
+        .label(name.as_str())
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    }
+    c.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 13)).draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(())
+}
+
+fn markdown(recipe: &LoadedRecipe, outcome: &TrainOutcome, systems: &[SystemResult], reference: &CorpusScores, items: &[(String, String, String)]) -> String {
+    let mut s = String::new();
+    let r = &recipe.recipe;
+    let f = |l: Option<f64>| l.map(|l| format!("{l:.4}")).unwrap_or_else(|| "-".into());
+    let _ = writeln!(s, "# {}: evaluation\n", r.name);
+    let _ = writeln!(
+        s,
+        "{} eval prompts (held-out paraphrases). Training: {} steps, eval loss {} → {}{}.\n",
+        items.len(),
+        outcome.steps,
+        f(outcome.initial_eval_loss),
+        f(outcome.final_eval_loss),
+        if outcome.stopped_early { " (stopped early)" } else { "" }
+    );
+    let _ = write!(s, "| metric |");
+    for sys in systems {
+        let _ = write!(s, " {} |", sys.name);
+    }
+    let _ = writeln!(s, " human reference |\n|---|{}---|", "---|".repeat(systems.len()));
+    let rows: Vec<Vec<(&str, f64)>> = systems.iter().map(|x| metric_rows(&x.scores.corpus)).collect();
+    for (i, (name, refv)) in metric_rows(reference).iter().enumerate() {
+        let _ = write!(s, "| {name} |");
+        for r in &rows {
+            let _ = write!(s, " {:.3} |", r[i].1);
+        }
+        let _ = writeln!(s, " {refv:.3} |");
+    }
+    let _ = write!(s, "| mean |step count error| |");
+    for sys in systems {
+        let _ = write!(s, " {:.2} |", sys.scores.corpus.mean_abs_step_count_error);
+    }
+    let _ = writeln!(s, " 0.00 |");
+    let _ = write!(s, "| step order (Kendall τ) |");
+    for sys in systems {
+        let _ = write!(s, " {} |", sys.scores.corpus.order_kendall_tau.map(|t| format!("{t:.3}")).unwrap_or_else(|| "-".into()));
+    }
+    let _ = writeln!(s, " 1.000 |\n");
+    for sys in systems {
+        let c = &sys.scores.corpus;
+        let _ = writeln!(s, "- **{}**: ROUGE-L F1 {:.1}%: {}; METEOR {:.1}%: {}.", sys.name, c.rouge_l_f1 * 100.0, rouge_band(c.rouge_l_f1), c.meteor * 100.0, meteor_band(c.meteor));
+    }
+    let _ = writeln!(s, "\nBands from the Qwen3 design document. BLEU is sacrebleu's corpus BLEU (13a). Step metrics match each reference step to its best predicted step (ROUGE-L F1 ≥ 0.5).\n\n![metrics](metrics.png)\n");
+    if let Some(tuned) = systems.iter().find(|x| x.name == "tuned") {
+        let _ = writeln!(s, "## Per intent (tuned)\n\n| intent | n | ROUGE-L F1 | METEOR | step F1 |");
+        let base = systems.iter().find(|x| x.name == "base");
+        let _ = writeln!(s, "|---|---|---|---|---|");
+        for (g, c) in &tuned.scores.per_group {
+            let b = base.and_then(|b| b.scores.per_group.get(g)).map(|b| format!(" (base {:.3})", b.rouge_l_f1)).unwrap_or_default();
+            let _ = writeln!(s, "| {g} | {} | {:.3}{b} | {:.3} | {:.3} |", c.n, c.rouge_l_f1, c.meteor, c.step_f1);
+        }
+        let mut order: Vec<usize> = (0..tuned.scores.rows.len()).collect();
+        order.sort_by(|&a, &b| tuned.scores.rows[b].rouge_l.total_cmp(&tuned.scores.rows[a].rouge_l));
+        let k = r.eval.report_examples.min(order.len());
+        let cell = |t: &str| t.replace('|', "\\|").replace('\n', "<br>");
+        for (title, idx) in [("Best", &order[..k]), ("Worst", &order[order.len() - k..])] {
+            let _ = writeln!(s, "\n## {title} examples (tuned, by ROUGE-L F1)\n");
+            for &i in idx {
+                let (prompt, reference, group) = &items[i];
+                let _ = writeln!(s, "**{prompt}** ({group}), ROUGE-L F1 {:.3}\n", tuned.scores.rows[i].rouge_l);
+                let _ = write!(s, "| reference |");
+                for sys in systems {
+                    let _ = write!(s, " {} |", sys.name);
+                }
+                let _ = writeln!(s, "\n|---|{}", "---|".repeat(systems.len()));
+                let _ = write!(s, "| {} |", cell(reference));
+                for sys in systems {
+                    let _ = write!(s, " {} |", cell(&sys.predictions[i].text));
+                }
+                let _ = writeln!(s, "\n");
+            }
+        }
+    }
+    let _ = writeln!(s, "Training curves: ![loss](loss.png)");
+    s
+}
+
+/// `steptune human-eval export`: a blinded sheet of the eval predictions (base and tuned) for
+/// raters, and the key that unblinds it (keep it away from raters).
+pub fn human_export(recipe: &LoadedRecipe, run: &RunDir, sheet: &std::path::Path, key: &std::path::Path) -> Result<()> {
+    let read = |name: &str| -> Result<Vec<serde_json::Value>> {
+        let p = run.path(&format!("eval/predictions_{name}.jsonl"));
+        let text = std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("cannot read {} ({e}): run `steptune eval` first", p.display()))?;
+        text.lines().filter(|l| !l.trim().is_empty()).map(|l| Ok(serde_json::from_str(l)?)).collect()
+    };
+    let tuned = read("tuned")?;
+    let base = read("base").unwrap_or_default();
+    let rows: Vec<super::human::SheetRow> = tuned
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut outputs = vec![("tuned".to_string(), t["prediction"].as_str().unwrap_or("").to_string())];
+            if let Some(b) = base.get(i) {
+                outputs.push(("base".to_string(), b["prediction"].as_str().unwrap_or("").to_string()));
+            }
+            super::human::SheetRow {
+                id: i.to_string(),
+                prompt: t["prompt"].as_str().unwrap_or("").to_string(),
+                reference: t["reference"].as_str().unwrap_or("").to_string(),
+                outputs,
+            }
+        })
+        .collect();
+    super::human::export(&rows, recipe.recipe.seed, sheet, key)
+}
+
+/// `steptune human-eval import`: reads filled sheets, writes human_eval.{json,md} into the run and
+/// adds the result to report.md and report.json.
+pub fn human_import(run: &RunDir, sheets: &[PathBuf], key: &std::path::Path) -> Result<PathBuf> {
+    let report = super::human::import(sheets, key)?;
+    let md = super::human::report_markdown(&report);
+    write_atomic(&run.path("human_eval.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    write_atomic(&run.path("human_eval.md"), md.as_bytes())?;
+    if let Ok(text) = std::fs::read_to_string(run.path("report.json")) {
+        let mut v: serde_json::Value = serde_json::from_str(&text)?;
+        v["human_eval"] = serde_json::to_value(&report)?;
+        write_atomic(&run.path("report.json"), serde_json::to_string_pretty(&v)?.as_bytes())?;
+    }
+    if let Ok(text) = std::fs::read_to_string(run.path("report.md")) {
+        let marker = "\n## Human evaluation\n";
+        let base = text.split(marker).next().unwrap_or(&text).to_string();
+        write_atomic(&run.path("report.md"), format!("{base}{marker}\n{md}").as_bytes())?;
+    }
+    Ok(run.path("human_eval.md"))
+}
