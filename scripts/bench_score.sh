@@ -10,7 +10,8 @@
 # The pairs: scripts/bench_score.py --write-only writes pred.jsonl / ref.jsonl ({"id", "text"}
 # per line) from tests/fixtures/metric_corpus.json, cycled and lightly perturbed to 10,000.
 # Both sides are timed as whole processes with /usr/bin/time (wall seconds, max RSS); the
-# Python side's own per-library timings are shown below the table.
+# Python side's own per-library timings are shown below the table. steptune's JSON goes to a
+# file (not /dev/null) so that its corpus figures can be checked against Python's afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
@@ -30,7 +31,7 @@ for i in $(seq "$runs"); do
   echo "bench_score: run $i/$runs: steptune" >&2
   if [[ $rs_ok == 1 ]]; then
     if /usr/bin/time -f '%e %M' -o "$out/time" target/release/steptune score \
-        --pred "$out/pairs/pred.jsonl" --ref "$out/pairs/ref.jsonl" --json >/dev/null 2>"$out/rs.err"; then
+        --pred "$out/pairs/pred.jsonl" --ref "$out/pairs/ref.jsonl" --json >"$out/rs.json" 2>"$out/rs.err"; then
       read -r secs kib <"$out/time"
       rs+=("$secs $((kib / 1024))")
     else
@@ -50,10 +51,10 @@ done
 
 best() { printf '%s\n' "$@" | sort -g | head -n1; }
 read -r pw pm pj <<<"$(best "${py[@]}")"
-if [[ ${#rs[@]} -gt 0 ]]; then read -r rw rm_ <<<"$(best "${rs[@]}")"; else rw=; rm_=; fi
-"$PY" - "$pj" "$pairs" "$runs" "$(nproc)" "$rw" "$rm_" "$pw" "$pm" <<'EOF'
+if [[ ${#rs[@]} -gt 0 ]]; then read -r rw rm_ <<<"$(best "${rs[@]}")"; rj=$out/rs.json; else rw=; rm_=; rj=; fi
+"$PY" - "$pj" "$pairs" "$runs" "$(nproc)" "$rw" "$rm_" "$pw" "$pm" "$rj" <<'EOF'
 import json, sys
-pj, pairs, runs, cores, rw, rm, pw, pm = sys.argv[1:]
+pj, pairs, runs, cores, rw, rm, pw, pm, rj = sys.argv[1:]
 p = json.load(open(pj))
 num = lambda s: float(s) if s else None
 
@@ -74,4 +75,29 @@ print(f"python means: ROUGE-L {m['rouge_l']:.4f}, ROUGE-Lsum {m['rouge_lsum']:.4
       f"sentence BLEU {m['sentence_bleu']:.2f}, corpus BLEU {p['corpus_bleu']:.2f}")
 print("ratio: python/steptune (above 1: steptune faster / smaller). Whole-process figures: the Python")
 print("side includes its imports and NLTK's WordNet loading, steptune its WordNet loading.")
+
+# Same figures? steptune score --json: {"rows": [{"rouge_l", "rouge_lsum", "meteor", "bleu"}, ...],
+# "corpus": {"rouge_l_f1", "rouge_lsum_f1", "meteor", "bleu" (corpus BLEU)}}. Checked only
+# where those keys exist.
+if rj:
+    try:
+        r = json.load(open(rj))
+        c, rows = r.get("corpus", {}), r.get("rows", [])
+        checks = [("ROUGE-L", c.get("rouge_l_f1"), m["rouge_l"]),
+                  ("ROUGE-Lsum", c.get("rouge_lsum_f1"), m["rouge_lsum"]),
+                  ("METEOR", c.get("meteor"), m["meteor"]),
+                  ("corpus BLEU", c.get("bleu"), p["corpus_bleu"])]
+        if rows and all(isinstance(x.get("bleu"), (int, float)) for x in rows):
+            checks.append(("sentence BLEU", sum(x["bleu"] for x in rows) / len(rows), m["sentence_bleu"]))
+        done = [(n, a, b) for n, a, b in checks if isinstance(a, (int, float))]
+        bad = [(n, a, b) for n, a, b in done if abs(a - b) > 1e-9 * max(1.0, abs(b))]
+        if not done:
+            print("figures: steptune's JSON has none of the expected corpus keys; not compared")
+        elif bad:
+            for n, a, b in bad:
+                print(f"WARNING: {n} differs: steptune {a!r} vs python {b!r}")
+        else:
+            print(f"figures agree (1e-9): " + ", ".join(n for n, _, _ in done))
+    except Exception as e:  # a format change must not hide the timings above
+        print(f"figures: could not compare steptune's JSON ({type(e).__name__}: {e})")
 EOF

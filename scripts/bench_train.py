@@ -8,8 +8,8 @@ scripts/bench_train.sh (steptune `bench-train` is the other side).
 What it does, so that the Rust side can do exactly the same work:
   * rows: `prepared/train.jsonl` in file order (first --max-rows when given); each row has
     `input_ids` and `labels` (same length, labels -100 where masked); other keys are ignored.
-  * batches: step i (0-based) takes rows (i*B + j) mod n_rows for j in 0..B (file order,
-    cycling). Every batch is collated before training starts (collation is not timed).
+  * batches: step i (0-based, warmup steps included) takes rows (i*B + j) mod n_rows for
+    j in 0..B (file order, cycling). Every batch is collated before training starts (collation is not timed).
       padded     every batch padded to the longest row of the WHOLE file (after --max-rows):
                  the fixed-length loop.
       realistic  every batch padded to its own longest row (DataCollatorForSeq2Seq-style
@@ -22,9 +22,9 @@ What it does, so that the Rust side can do exactly the same work:
     HF's shifted mean cross-entropy.
   * optimizer: torch.optim.AdamW(trainable params, lr, weight_decay 0.0), constant lr, no
     grad clipping, no accumulation.
-  * --steps optimizer steps IN TOTAL; the first --warmup-steps are not timed, so
-    steps_timed = steps - warmup_steps. Each timed step is time.perf_counter() around
-    forward + backward + optimizer.step() + optimizer.zero_grad().
+  * --warmup-steps untimed optimizer steps, then --steps timed ones (warmup + steps in all,
+    as `steptune bench-train` does; steps_timed = steps). Each timed step is
+    time.perf_counter() around forward + backward + optimizer.step() + optimizer.zero_grad().
   * tokens = sum of attention_mask over the timed steps (real tokens); padded_tokens =
     B * T summed over the timed steps; tokens_per_second = tokens / seconds.
   * peak_rss_mib: resource.getrusage(RUSAGE_SELF).ru_maxrss at the end (whole process,
@@ -53,16 +53,17 @@ def main():
     ap.add_argument("--lora-dropout", type=float, default=0.0)
     ap.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=20, help="optimizer steps in total, warmup included")
-    ap.add_argument("--warmup-steps", type=int, default=3, help="first steps, not timed")
+    ap.add_argument("--steps", type=int, default=20, help="timed optimizer steps (after the warmup)")
+    ap.add_argument("--warmup-steps", type=int, default=3, help="untimed optimizer steps before the timed ones")
     ap.add_argument("--mode", choices=["padded", "realistic"], default="padded")
     ap.add_argument("--max-rows", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lr", type=float, default=1e-4)
     args = ap.parse_args()
-    if args.steps <= args.warmup_steps:
-        ap.error("--steps must exceed --warmup-steps (steps counts the warmup steps too)")
+    if args.steps < 1 or args.warmup_steps < 0:
+        ap.error("--steps must be at least 1 and --warmup-steps at least 0")
+    total_steps = args.warmup_steps + args.steps
 
     import torch
     torch.set_num_threads(args.threads)
@@ -97,7 +98,7 @@ def main():
         return ids, mask, labels
 
     batches = []
-    for step in range(args.steps):
+    for step in range(total_steps):
         br = [rows[(step * B + j) % len(rows)] for j in range(B)]
         t = longest if args.mode == "padded" else max(len(x) for x, _ in br)
         batches.append(collate(br, t))
@@ -144,7 +145,7 @@ def main():
             step_seconds.append(round(dt, 4))
             tokens += int(mask.sum())
             padded_tokens += ids.numel()
-        log(f"step {step + 1}/{args.steps}: T {ids.shape[1]}, loss {loss_value:.4f}, {dt:.3f}s"
+        log(f"step {step + 1}/{total_steps}: T {ids.shape[1]}, loss {loss_value:.4f}, {dt:.3f}s"
             + ("" if step >= args.warmup_steps else " (warmup)"))
 
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
@@ -152,7 +153,7 @@ def main():
         "impl": "transformers+peft",
         "mode": args.mode,
         "method": args.method,
-        "steps_timed": args.steps - args.warmup_steps,
+        "steps_timed": args.steps,
         "seconds": round(seconds, 4),
         "tokens": tokens,
         "tokens_per_second": round(tokens / seconds, 2),

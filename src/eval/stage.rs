@@ -141,24 +141,19 @@ fn chart(run: &RunDir, systems: &[SystemResult], reference: &CorpusScores) -> Re
     let root = BitMapBackend::new(&out, (1000, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let n = names.len() as f64;
+    // Headroom above the bars holds each metric's name and the legend.
     let mut c = ChartBuilder::on(&root)
         .caption("base vs tuned vs human reference", ("sans-serif", 22))
         .margin(12)
-        .x_label_area_size(40)
+        .x_label_area_size(10)
         .y_label_area_size(50)
-        .build_cartesian_2d(0f64..n, 0f64..1.05)
+        .build_cartesian_2d(0f64..n, 0f64..1.45)
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let labels = names.clone();
-    c.configure_mesh()
-        .disable_x_mesh()
-        .x_labels(names.len() * 2)
-        .x_label_formatter(&|x| {
-            let i = x.floor() as usize;
-            if (x - x.floor() - 0.5).abs() < 0.01 && i < labels.len() { labels[i].to_string() } else { String::new() }
-        })
-        .label_style(("sans-serif", 12))
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    c.configure_mesh().disable_x_mesh().disable_x_axis().y_labels(8).label_style(("sans-serif", 12)).draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    c.draw_series(names.iter().enumerate().map(|(i, name)| {
+        Text::new(name.to_string(), (i as f64 + 0.5, 1.1), ("sans-serif", 13).into_font().color(&BLACK).pos(plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Center, plotters::style::text_anchor::VPos::Center)))
+    }))
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let colors = [RGBColor(150, 150, 150), RGBColor(31, 119, 180), RGBColor(44, 160, 44)];
     let w = 0.8 / series.len() as f64;
     for (k, (name, vals)) in series.iter().enumerate() {
@@ -171,7 +166,7 @@ fn chart(run: &RunDir, systems: &[SystemResult], reference: &CorpusScores) -> Re
         .label(name.as_str())
         .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
     }
-    c.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 13)).draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    c.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.9)).border_style(BLACK).label_font(("sans-serif", 13)).draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     root.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok(())
 }
@@ -203,7 +198,7 @@ fn markdown(recipe: &LoadedRecipe, outcome: &TrainOutcome, systems: &[SystemResu
         }
         let _ = writeln!(s, " {refv:.3} |");
     }
-    let _ = write!(s, "| mean |step count error| |");
+    let _ = write!(s, "| mean abs. step-count error |");
     for sys in systems {
         let _ = write!(s, " {:.2} |", sys.scores.corpus.mean_abs_step_count_error);
     }

@@ -1,0 +1,94 @@
+//! The eval stage end to end on a tiny trained run, the score command, and the human-evaluation
+//! round trip through the command line.
+use std::process::Command;
+
+fn steptune(args: &[&str], cwd: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_steptune")).args(args).current_dir(cwd).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn run_writes_a_base_vs_tuned_report_and_human_sheets_round_trip() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("run");
+    let recipe = d.path().join("r.yaml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "name: ev\noutput_dir: {}\nmodel:\n  source: random\n  architecture: qwen3\n  config: {{model_type: qwen3, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, head_dim: 16}}\n  train_tokenizer: {{vocab_size: 400}}\nfinetune: {{method: full}}\ntraining: {{max_steps: 4, device: cpu, per_device_train_batch_size: 8, learning_rate: 3.0e-3}}\ndata:\n  files: [{}]\n  columns: {{group: intent}}\n  limit: 40\n  max_length: 512\neval: {{max_new_tokens: 16, max_samples: 6, report_examples: 2}}\n",
+            run.display(),
+            repo.join("data/procedures.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let r = recipe.to_str().unwrap();
+    let (code, _, err) = steptune(&["run", r], d.path());
+    assert_eq!(code, 0, "{err}");
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    for needle in ["| metric | base | tuned | human reference |", "ROUGE-L F1", "METEOR", "Per intent", "Best examples", "Worst examples"] {
+        assert!(report.contains(needle), "report.md lacks {needle:?}:\n{report}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let systems = json["systems"].as_array().unwrap();
+    assert_eq!(systems.len(), 2);
+    assert_eq!(json["eval_prompts"], 6);
+    // The reference scored against itself is the ceiling.
+    assert!((json["human_reference"]["rouge_l_f1"].as_f64().unwrap() - 1.0).abs() < 1e-12);
+    for s in systems {
+        let f1 = s["corpus"]["rouge_l_f1"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&f1));
+    }
+    assert!(run.join("metrics.png").exists() && run.join("eval/predictions_base.jsonl").exists());
+
+    // score: the tuned predictions against the references, no model needed.
+    let preds = run.join("eval/predictions_tuned.jsonl");
+    let text = std::fs::read_to_string(&preds).unwrap();
+    let (mut p, mut q) = (String::new(), String::new());
+    for (i, l) in text.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        p += &format!("{}\n", serde_json::json!({"id": i, "text": v["prediction"]}));
+        q += &format!("{}\n", serde_json::json!({"id": i, "text": v["reference"], "group": v["group"]}));
+    }
+    std::fs::write(d.path().join("p.jsonl"), &p).unwrap();
+    std::fs::write(d.path().join("q.jsonl"), &q).unwrap();
+    let (code, out, err) = steptune(&["score", "--pred", "p.jsonl", "--ref", "q.jsonl", "--json"], d.path());
+    assert_eq!(code, 0, "{err}");
+    let scored: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let tuned = &systems.iter().find(|s| s["name"] == "tuned").unwrap()["corpus"];
+    assert_eq!(scored["corpus"]["rouge_l_f1"], tuned["rouge_l_f1"], "score and eval agree");
+    std::fs::write(d.path().join("q2.jsonl"), q.lines().skip(1).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let (code, _, err) = steptune(&["score", "--pred", "p.jsonl", "--ref", "q2.jsonl"], d.path());
+    assert_eq!(code, 1);
+    assert!(err.contains('0'), "the missing id is named: {err}");
+
+    // human-eval: export, two raters fill the sheet, import unblinds and joins the report.
+    let (code, _, err) = steptune(&["human-eval", "export", r, "--sheet", "sheet.csv", "--key", "key.json"], d.path());
+    assert_eq!(code, 0, "{err}");
+    let sheet = std::fs::read_to_string(d.path().join("sheet.csv")).unwrap();
+    assert!(!sheet.contains("tuned") && !sheet.contains(",base,"), "the sheet is blinded");
+    let mut rdr = csv::Reader::from_reader(sheet.as_bytes());
+    let headers = rdr.headers().unwrap().clone();
+    for (rater, score) in [("alice", "4"), ("bob", "5")] {
+        let mut w = csv::Writer::from_path(d.path().join(format!("{rater}.csv"))).unwrap();
+        w.write_record(&headers).unwrap();
+        for rec in csv::Reader::from_reader(sheet.as_bytes()).records() {
+            let rec = rec.unwrap();
+            let row: Vec<&str> = headers.iter().zip(rec.iter()).map(|(h, v)| if ["clarity", "correctness", "completeness", "relevance"].contains(&h) { score } else { v }).collect();
+            w.write_record(&row).unwrap();
+        }
+        w.flush().unwrap();
+    }
+    let (code, _, err) = steptune(&["human-eval", "import", r, "--key", "key.json", "alice.csv", "bob.csv"], d.path());
+    assert_eq!(code, 0, "{err}");
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(report.contains("## Human evaluation"), "{report}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    assert!(json["human_eval"]["systems"].as_array().unwrap().len() == 2);
+    // A bad cell names file, row and column.
+    let bad = std::fs::read_to_string(d.path().join("bob.csv")).unwrap().replacen(",5,", ",9,", 1);
+    std::fs::write(d.path().join("carol.csv"), bad).unwrap();
+    let (code, _, err) = steptune(&["human-eval", "import", r, "--key", "key.json", "carol.csv"], d.path());
+    assert_eq!(code, 1);
+    assert!(err.contains("carol.csv") && err.contains("row 2"), "{err}");
+}
