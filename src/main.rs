@@ -34,7 +34,7 @@ enum HumanEval {
     },
     /// Read filled sheets (one per rater), unblind, report means, CIs and Krippendorff's alpha.
     Import {
-        recipe: Option<PathBuf>,
+        recipe: PathBuf,
         #[arg(long)]
         key: PathBuf,
         #[arg(required = true)]
@@ -295,7 +295,7 @@ fn main() {
             eprintln!("human-eval: wrote {} for raters and {} (keep it from them)", sheet.display(), key.display());
             Ok(())
         }),
-        (Some(Command::HumanEval(HumanEval::Import { recipe, key, sheets })), _) => load(recipe).and_then(|r| {
+        (Some(Command::HumanEval(HumanEval::Import { recipe, key, sheets })), _) => LoadedRecipe::load(&recipe).and_then(|r| {
             let run = RunDir::create(r.output_dir())?;
             let p = steptune::eval::stage::human_import(&run, &sheets, &key)?;
             eprintln!("human-eval: wrote {} and added it to report.md", p.display());
@@ -313,5 +313,16 @@ fn main() {
     if let Err(e) = result {
         eprintln!("steptune: error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks over every subcommand and argument.
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }
