@@ -44,7 +44,7 @@ for sub in ["base_model", "model"]:
     if not os.path.exists(os.path.join(d, "model.safetensors")):
         continue
     tok = AutoTokenizer.from_pretrained(d)
-    m = AutoModelForCausalLM.from_pretrained(d, torch_dtype=torch.float32).eval()
+    m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
     a, b = hf_greedy(m, tok), st_greedy(d)
     print(f"{sub}: transformers loads it; greedy tokens equal: {a == b}  ({len(a)} tokens)")
     ok &= a == b
@@ -54,12 +54,12 @@ if os.path.exists(os.path.join(adapter, "adapter_config.json")):
     from peft import PeftModel
     base = os.path.join(args.run, "base_model")
     tok = AutoTokenizer.from_pretrained(base)
-    m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32), adapter).eval()
+    m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), adapter).eval()
     a, b = hf_greedy(m, tok), st_greedy(base, adapter)
     print(f"adapter: peft loads it; greedy tokens equal: {a == b}")
     ok &= a == b
     if args.merged:
-        mm = AutoModelForCausalLM.from_pretrained(args.merged, torch_dtype=torch.float32).eval()
+        mm = AutoModelForCausalLM.from_pretrained(args.merged, dtype=torch.float32).eval()
         ids = torch.tensor([[1, 5, 9, 20, 33, 7]])
         d = (mm(ids).logits - m(ids).logits).abs().max().item()
         print(f"merged: transformers loads it; max |logit - peft(base+adapter)| = {d:.2e}")

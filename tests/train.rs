@@ -87,6 +87,13 @@ fn full_fine_tuning_lowers_the_loss_and_writes_a_loadable_model() {
     // A finished run is not trained again by a second call.
     let again = train::run(&r, &run, &TrainOptions::default()).unwrap();
     assert_eq!(again.steps, out.steps);
+    assert_eq!(again.initial_eval_loss, out.initial_eval_loss);
+    // Changed settings do not resume someone else's checkpoints.
+    let changed = recipe(&run.root, "full", "  num_train_epochs: 10\n  per_device_train_batch_size: 8\n  learning_rate: 1.0e-3\n");
+    let msg = format!("{:#}", train::run(&changed, &run, &TrainOptions::default()).unwrap_err());
+    assert!(msg.contains("--restart"), "{msg}");
+    let fresh = train::run(&changed, &run, &TrainOptions { restart: true, ..Default::default() }).unwrap();
+    assert!(fresh.steps > 0);
 }
 
 #[test]

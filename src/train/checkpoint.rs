@@ -22,6 +22,12 @@ pub struct TrainerState {
     pub bad_evals: u64,
     pub finished: bool,
     pub stopped_early: bool,
+    /// What the run trains on: the prepared train data and the model, fine-tuning and training
+    /// settings. A checkpoint resumes only a run with the same fingerprint.
+    #[serde(default)]
+    pub fingerprint: String,
+    #[serde(default)]
+    pub initial_eval_loss: Option<f64>,
 }
 
 pub fn dir_of(root: &Path, step: u64) -> PathBuf {

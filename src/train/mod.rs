@@ -129,6 +129,19 @@ pub fn eval_loss(model: &Qwen3, examples: &[TrainExample], batch_size: usize, pa
     if n == 0 { f64::NAN } else { sum / n as f64 }
 }
 
+/// FNV-1a over the prepared train data and the settings that shape training.
+fn fingerprint(recipe: &LoadedRecipe, train_file: &Path) -> Result<String> {
+    let data = std::fs::read(train_file).with_context(|| format!("cannot read {}", train_file.display()))?;
+    let r = &recipe.recipe;
+    let settings = serde_json::to_vec(&json!({"seed": r.seed, "model": r.model, "finetune": r.finetune, "training": r.training}))?;
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in data.iter().chain(&settings) {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    Ok(format!("{h:016x}"))
+}
+
 struct Metrics {
     file: std::fs::File,
 }
@@ -200,6 +213,7 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
     let warmup = schedule::warmup_steps(t.warmup_ratio, t.warmup_steps, total);
 
     // 4. Resume from the newest checkpoint, unless told to restart.
+    let fingerprint = fingerprint(recipe, &run.path("prepared/train.jsonl"))?;
     let ckpt_root = run.path("checkpoints");
     if opts.restart {
         let _ = std::fs::remove_dir_all(&ckpt_root);
@@ -208,6 +222,13 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
     let mut initial_eval_loss = None;
     if let Some((_, dir)) = checkpoint::list(&ckpt_root).pop() {
         let c = checkpoint::load(&dir, device)?;
+        if !c.state.fingerprint.is_empty() && c.state.fingerprint != fingerprint {
+            bail!(
+                "{} holds checkpoints of other data or settings (the prepared train data, model, finetune or training section changed). \
+                 Pass --restart to train from the start (the checkpoints are removed), or set another output_dir.",
+                ckpt_root.display()
+            );
+        }
         {
             let _guard = tch::no_grad_guard();
             for p in &opt.params {
@@ -219,13 +240,16 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
         opt.load_state(c.optimizer)?;
         crate::ffi::set_cpu_rng_state(&c.rng)?;
         state = c.state;
+        initial_eval_loss = state.initial_eval_loss;
         eprintln!("train: resuming from {} (step {})", dir.display(), state.step);
     }
+    state.fingerprint = fingerprint;
     std::fs::create_dir_all(&ckpt_root)?;
     let mut metrics = Metrics::open(&run.path("metrics.jsonl"), Some(state.step))?;
     if state.step == 0 && !state.finished {
         let l = eval_loss(&model, &eval, t.per_device_eval_batch_size, pad_id);
         initial_eval_loss = Some(l);
+        state.initial_eval_loss = Some(l);
         metrics.log(json!({"step": 0, "eval_loss": l}))?;
     }
     eprintln!(
