@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark: LoRA training throughput and peak memory on CPU, steptune vs transformers + peft,
-# side by side, on the same prepared batches.
+# side by side, on the same prepared file.
 #   scripts/bench_train.sh [runs]     (default 1; best of `runs` per side and mode)
 # Needs ../shared/models/qwen3-8b (the real Qwen3 tokenizer) and the reference venv
 # (scripts/ref-env.sh). Environment: BENCH_THREADS (default 2), BENCH_STEPS (20),
@@ -9,14 +9,13 @@
 # The model: scripts/bench_train.yaml (random-init Qwen3 shape, hidden 512, 8 layers, the real
 # 151,936-token vocabulary, LoRA r 16 on all seven projections, batch 4, fp32, AdamW 1e-4).
 # `steptune prepare` tokenises data/procedures.jsonl once; both sides then train on that
-# prepared/train.jsonl, batches taken in file order:
-#   padded     every batch padded to the longest row of the file (the fixed-length loop)
-#   realistic  every batch padded to its own longest row (HF Trainer-style dynamic padding)
-# `warmup` untimed optimizer steps, then `steps` timed ones.
-# padded is the same work on both sides (the check below warns otherwise). In realistic mode
-# steptune takes its own path (length-grouped batches, LM head only where a label exists),
-# transformers+peft the Trainer-style one (file order, dynamic padding, full logits), so the
-# rows and token counts differ by design: compare tokens/s there.
+# prepared/train.jsonl: `warmup` untimed optimizer steps, then `steps` timed ones.
+#   padded     both sides: batches in file order, every batch padded to the longest row of
+#              the file, logits at every position (the fixed-length loop). The same work on
+#              both sides; the check at the end warns if tokens or parameters differ.
+#   realistic  each side's own path: transformers+peft Trainer-style (file order, every batch
+#              padded to its own longest row, full logits); steptune length-grouped batches,
+#              LM head only where a label exists. The rows differ by design: compare tokens/s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-1}

@@ -36,6 +36,7 @@ fn logits_equal_transformers_within_1e_4() {
         let m = mask.unsqueeze(-1).to_kind(Kind::Bool);
         let diff = (got - want).abs().masked_select(&m).max().double_value(&[]);
         assert!(diff < 1e-4, "{name}: max |Δlogit| = {diff:e}");
+        eprintln!("{name}: max |Δlogit| = {diff:e}");
     }
 }
 

@@ -224,14 +224,14 @@ impl Attention {
             }
             *slot = Some((k.shallow_clone(), v.shallow_clone()));
         }
-        // GQA: each key/value head serves nh/nkv consecutive query heads.
-        let rep = self.n_heads / self.n_kv;
-        let (k, v) = if rep > 1 { (k.repeat_interleave_self_int(rep, 1, None), v.repeat_interleave_self_int(rep, 1, None)) } else { (k, v) };
+        // GQA: each key/value head serves nh/nkv consecutive query heads; SDPA's enable_gqa does
+        // that without materialising repeated keys and values (as transformers 5 does).
+        let gqa = self.n_heads != self.n_kv;
         let scale = (self.head_dim as f64).powf(-0.5);
         // Plain causal attention needs no mask tensor; with a cache the causal diagonal is offset,
         // so callers pass an explicit mask (or none for a single new token).
         let causal = mask.is_none() && !had_past && t > 1;
-        let out = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, scale, false); // [b, nh, t, d]
+        let out = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, scale, gqa); // [b, nh, t, d]
         self.o_proj.forward(&out.transpose(1, 2).reshape([b, t, self.n_heads * self.head_dim]), train)
     }
 }
