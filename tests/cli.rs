@@ -1,10 +1,7 @@
 //! The binary as a researcher runs it: exit codes and messages.
-use std::process::Command;
+mod common;
 
-fn steptune(args: &[&str], cwd: &std::path::Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_steptune")).args(args).current_dir(cwd).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
+use common::{steptune, steptune_env};
 
 #[test]
 fn check_prints_the_resolved_recipe_or_names_the_bad_key() {
@@ -96,4 +93,36 @@ fn train_generate_and_merge_from_the_command_line() {
     let (code, _, err) = steptune(&["generate", "--model", d.path().join("nope").to_str().unwrap(), "--prompt", "x"], d.path());
     assert_eq!(code, 1);
     assert!(err.contains("nope"), "{err}");
+}
+
+
+#[test]
+fn hub_ids_resolve_through_the_hugging_face_cache_or_fail_clearly_offline() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let d = tempfile::tempdir().unwrap();
+    // The cache layout huggingface_hub writes: refs/main names the snapshot.
+    let cache = d.path().join("hub");
+    let snap = cache.join("models--acme--tiny-qwen3/snapshots/0123abcd");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(cache.join("models--acme--tiny-qwen3/refs")).unwrap();
+    std::fs::write(cache.join("models--acme--tiny-qwen3/refs/main"), "0123abcd").unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(repo.join("tests/fixtures/models/qwen3_a").join(f), snap.join(f)).unwrap();
+    }
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(repo.join("../shared/models/qwen3-8b").join(f), snap.join(f)).unwrap();
+    }
+    let data = repo.join("data/procedures.jsonl");
+    std::fs::write(d.path().join("r.yaml"), format!("name: hub\noutput_dir: out\nmodel: {{source: acme/tiny-qwen3}}\ndata: {{files: [{}], columns: {{group: intent}}}}\n", data.display())).unwrap();
+    let (code, _, err) = steptune_env(&["prepare", "r.yaml"], d.path(), &[("HF_HUB_CACHE", &cache), ("HF_HUB_OFFLINE", std::path::Path::new("1"))]);
+    assert_eq!(code, 0, "{err}");
+    let report = std::fs::read_to_string(d.path().join("out/prepare_report.md")).unwrap();
+    assert!(report.contains("0123abcd"), "the tokenizer came from the cached snapshot:\n{report}");
+    // A model that is not cached, offline: an immediate, clear error.
+    std::fs::write(d.path().join("m.yaml"), format!("name: hub2\noutput_dir: out2\nmodel: {{source: acme/not-downloaded}}\ndata: {{files: [{}]}}\n", data.display())).unwrap();
+    let started = std::time::Instant::now();
+    let (code, _, err) = steptune_env(&["prepare", "m.yaml"], d.path(), &[("HF_HUB_CACHE", &cache), ("HF_HUB_OFFLINE", std::path::Path::new("1"))]);
+    assert_eq!(code, 1);
+    assert!(err.contains("acme/not-downloaded") && err.contains("HF_HUB_OFFLINE") && err.contains("huggingface-cli download"), "{err}");
+    assert!(started.elapsed().as_secs() < 30);
 }

@@ -1,11 +1,9 @@
 //! The eval stage end to end on a tiny trained run, the score command, and the human-evaluation
 //! round trip through the command line.
-use std::process::Command;
+mod common;
 
-fn steptune(args: &[&str], cwd: &std::path::Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_steptune")).args(args).current_dir(cwd).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
+use common::steptune;
+
 
 #[test]
 fn run_writes_a_base_vs_tuned_report_and_human_sheets_round_trip() {

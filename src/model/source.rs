@@ -71,6 +71,55 @@ pub fn cached_snapshot(repo_id: &str, revision: &str) -> Option<PathBuf> {
     snap.join("config.json").exists().then_some(snap)
 }
 
+/// Downloads a Hub model's files into the Hugging Face cache (the layout huggingface_hub uses, so
+/// both share it) and returns the snapshot folder. `weights` false fetches only config and
+/// tokenizer files (enough to prepare data). `HF_HUB_OFFLINE=1` turns every download into an error.
+pub fn download(repo_id: &str, revision: &str, weights: bool) -> Result<PathBuf> {
+    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let cache = hf_cache_dir();
+    if offline {
+        bail!(
+            "model `{repo_id}` (revision {revision}) is not in the Hugging Face cache {} and HF_HUB_OFFLINE is set: \
+             download it on a machine with network access (`huggingface-cli download {repo_id}`) or point model.source at a local folder",
+            cache.display()
+        );
+    }
+    let api = hf_hub::api::sync::ApiBuilder::new()
+        .with_cache_dir(cache.clone())
+        .with_progress(true)
+        .build()
+        .context("cannot start the Hugging Face Hub client")?;
+    let repo = api.repo(hf_hub::Repo::with_revision(repo_id.to_string(), hf_hub::RepoType::Model, revision.to_string()));
+    let hint = |file: &str, e: &dyn std::fmt::Display| {
+        anyhow::anyhow!(
+            "cannot download {file} of `{repo_id}` (revision {revision}) from the Hugging Face Hub: {e}. Without network access, \
+             download it elsewhere (`huggingface-cli download {repo_id}`) and copy the cache to {}, or point model.source at a local folder",
+            cache.display()
+        )
+    };
+    let config = repo.get("config.json").map_err(|e| hint("config.json", &e))?;
+    for optional in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja"] {
+        let _ = repo.get(optional);
+    }
+    if weights {
+        match repo.get("model.safetensors.index.json") {
+            Ok(index) => {
+                let idx: Value = read_json(&index)?;
+                let mut shards: Vec<String> = idx["weight_map"].as_object().map(|m| m.values().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+                shards.sort();
+                shards.dedup();
+                for shard in shards {
+                    repo.get(&shard).map_err(|e| hint(&shard, &e))?;
+                }
+            }
+            Err(_) => {
+                repo.get("model.safetensors").map_err(|e| hint("model.safetensors", &e))?;
+            }
+        }
+    }
+    Ok(config.parent().context("snapshot folder")?.to_path_buf())
+}
+
 fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
@@ -103,20 +152,19 @@ pub fn resolve(recipe: &LoadedRecipe, need_weights: bool) -> Result<ModelFiles> 
         let config = read_json(&cfg)?;
         (Some(dir), Some(config))
     } else if looks_like_hub_id(&m.source) {
+        let has_weights = |d: &Path| d.join("model.safetensors").exists() || d.join("model.safetensors.index.json").exists();
         match cached_snapshot(&m.source, &m.revision) {
-            Some(dir) => {
+            Some(dir) if !need_weights || has_weights(&dir) => {
                 let config = read_json(&dir.join("config.json"))?;
                 (Some(dir), Some(config))
             }
-            None if need_weights => bail!(
-                "model `{}` (revision {}) is not in the local Hugging Face cache {}: download it on a machine with \
-                 network access (`huggingface-cli download {}`), or point model.source at a local folder",
-                m.source,
-                m.revision,
-                hf_cache_dir().display(),
-                m.source
-            ),
-            None => (None, None),
+            // prepare with an explicit tokenizer needs nothing from the Hub.
+            None if !need_weights && m.tokenizer.is_some() => (None, None),
+            _ => {
+                let dir = download(&m.source, &m.revision, need_weights)?;
+                let config = read_json(&dir.join("config.json"))?;
+                (Some(dir), Some(config))
+            }
         }
     } else {
         bail!("model.source `{}` is neither a folder nor a Hub id (org/name), nor `random`", m.source);

@@ -26,3 +26,18 @@ pub fn write(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
     std::fs::write(&p, content).unwrap();
     p
 }
+
+/// Runs the steptune binary in `cwd` with extra environment variables; (exit code, stdout, stderr).
+pub fn steptune_env(args: &[&str], cwd: &Path, env: &[(&str, &Path)]) -> (i32, String, String) {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_steptune"));
+    c.args(args).current_dir(cwd);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+pub fn steptune(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    steptune_env(args, cwd, &[])
+}
