@@ -125,3 +125,16 @@ fn early_stopping_stops_after_patience_evaluations_without_improvement() {
     assert!(out.stopped_early);
     assert_eq!(out.steps, 3);
 }
+
+#[test]
+fn settings_this_build_cannot_honour_are_refused_not_ignored() {
+    let d = tempfile::tempdir().unwrap();
+    let r = recipe(d.path(), "lora", "  max_steps: 2\n  gradient_checkpointing: true\n");
+    let run = prepared(&r);
+    let msg = format!("{:#}", train::run(&r, &run, &TrainOptions::default()).unwrap_err());
+    assert!(msg.contains("training.gradient_checkpointing"), "{msg}");
+    let q = recipe(&d.path().join("q"), "qlora", "  max_steps: 2\n");
+    let run = prepared(&q);
+    let msg = format!("{:#}", train::run(&q, &run, &TrainOptions::default()).unwrap_err());
+    assert!(msg.contains("qlora"), "{msg}");
+}

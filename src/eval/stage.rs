@@ -14,7 +14,7 @@ use super::score::{score_pairs, CorpusScores, Pair, Scored};
 use super::wordnet::WordNet;
 use crate::model::generate::{ChatGenerator, Generated};
 use crate::model::tokenizer::TokenizerBundle;
-use crate::recipe::LoadedRecipe;
+use crate::recipe::{LoadedRecipe, Metric};
 use crate::run::{write_atomic, RunDir};
 use crate::train::batches::read_prepared;
 use crate::train::{device_of, kind_of, TrainOutcome};
@@ -112,31 +112,33 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir) -> Result<PathBuf> {
         },
     });
     write_atomic(&run.path("report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
-    let _ = chart(run, &systems, &reference.corpus);
+    let _ = chart(run, &systems, &reference.corpus, &r.eval.metrics);
     let md = markdown(recipe, &outcome, &systems, &reference.corpus, &items.iter().map(|e| (e.prompt.clone(), e.output.clone(), e.group.clone())).collect::<Vec<_>>());
     let path = run.path("report.md");
     write_atomic(&path, md.as_bytes())?;
     Ok(path)
 }
 
-fn metric_rows(c: &CorpusScores) -> Vec<(&'static str, f64)> {
-    vec![
-        ("ROUGE-L F1", c.rouge_l_f1),
-        ("ROUGE-Lsum F1", c.rouge_lsum_f1),
-        ("METEOR", c.meteor),
-        ("BLEU / 100", c.bleu / 100.0),
-        ("step recall", c.step_recall),
-        ("step precision", c.step_precision),
-        ("well-formed list", c.well_formed_rate),
-    ]
+/// The rows of the report for the recipe's `eval.metrics`.
+fn metric_rows(c: &CorpusScores, metrics: &[Metric]) -> Vec<(&'static str, f64)> {
+    let mut rows = Vec::new();
+    for m in metrics {
+        match m {
+            Metric::RougeL => rows.extend([("ROUGE-L F1", c.rouge_l_f1), ("ROUGE-Lsum F1", c.rouge_lsum_f1)]),
+            Metric::Meteor => rows.push(("METEOR", c.meteor)),
+            Metric::Bleu => rows.push(("BLEU / 100", c.bleu / 100.0)),
+            Metric::Steps => rows.extend([("step recall", c.step_recall), ("step precision", c.step_precision), ("well-formed list", c.well_formed_rate)]),
+        }
+    }
+    rows
 }
 
-fn chart(run: &RunDir, systems: &[SystemResult], reference: &CorpusScores) -> Result<()> {
+fn chart(run: &RunDir, systems: &[SystemResult], reference: &CorpusScores, metrics: &[Metric]) -> Result<()> {
     use plotters::prelude::*;
     crate::train::plot::register_font();
-    let names: Vec<&str> = metric_rows(reference).iter().map(|m| m.0).collect();
-    let mut series: Vec<(String, Vec<f64>)> = systems.iter().map(|s| (s.name.clone(), metric_rows(&s.scores.corpus).iter().map(|m| m.1).collect())).collect();
-    series.push(("human reference".into(), metric_rows(reference).iter().map(|m| m.1).collect()));
+    let names: Vec<&str> = metric_rows(reference, metrics).iter().map(|m| m.0).collect();
+    let mut series: Vec<(String, Vec<f64>)> = systems.iter().map(|s| (s.name.clone(), metric_rows(&s.scores.corpus, metrics).iter().map(|m| m.1).collect())).collect();
+    series.push(("human reference".into(), metric_rows(reference, metrics).iter().map(|m| m.1).collect()));
     let out = run.path("metrics.png");
     let root = BitMapBackend::new(&out, (1000, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -190,24 +192,28 @@ fn markdown(recipe: &LoadedRecipe, outcome: &TrainOutcome, systems: &[SystemResu
         let _ = write!(s, " {} |", sys.name);
     }
     let _ = writeln!(s, " human reference |\n|---|{}---|", "---|".repeat(systems.len()));
-    let rows: Vec<Vec<(&str, f64)>> = systems.iter().map(|x| metric_rows(&x.scores.corpus)).collect();
-    for (i, (name, refv)) in metric_rows(reference).iter().enumerate() {
+    let rows: Vec<Vec<(&str, f64)>> = systems.iter().map(|x| metric_rows(&x.scores.corpus, &r.eval.metrics)).collect();
+    for (i, (name, refv)) in metric_rows(reference, &r.eval.metrics).iter().enumerate() {
         let _ = write!(s, "| {name} |");
         for r in &rows {
             let _ = write!(s, " {:.3} |", r[i].1);
         }
         let _ = writeln!(s, " {refv:.3} |");
     }
-    let _ = write!(s, "| mean abs. step-count error |");
-    for sys in systems {
-        let _ = write!(s, " {:.2} |", sys.scores.corpus.mean_abs_step_count_error);
+    if r.eval.metrics.contains(&Metric::Steps) {
+        let _ = write!(s, "| mean abs. step-count error |");
+        for sys in systems {
+            let _ = write!(s, " {:.2} |", sys.scores.corpus.mean_abs_step_count_error);
+        }
+        let _ = writeln!(s, " 0.00 |");
+        let _ = write!(s, "| step order (Kendall τ) |");
+        for sys in systems {
+            let _ = write!(s, " {} |", sys.scores.corpus.order_kendall_tau.map(|t| format!("{t:.3}")).unwrap_or_else(|| "-".into()));
+        }
+        let _ = writeln!(s, " 1.000 |\n");
+    } else {
+        let _ = writeln!(s);
     }
-    let _ = writeln!(s, " 0.00 |");
-    let _ = write!(s, "| step order (Kendall τ) |");
-    for sys in systems {
-        let _ = write!(s, " {} |", sys.scores.corpus.order_kendall_tau.map(|t| format!("{t:.3}")).unwrap_or_else(|| "-".into()));
-    }
-    let _ = writeln!(s, " 1.000 |\n");
     for sys in systems {
         let c = &sys.scores.corpus;
         let _ = writeln!(s, "- **{}**: ROUGE-L F1 {:.1}%: {}; METEOR {:.1}%: {}.", sys.name, c.rouge_l_f1 * 100.0, rouge_band(c.rouge_l_f1), c.meteor * 100.0, meteor_band(c.meteor));
@@ -294,4 +300,38 @@ pub fn human_import(run: &RunDir, sheets: &[PathBuf], key: &std::path::Path) -> 
         write_atomic(&run.path("report.md"), format!("{base}{marker}\n{md}").as_bytes())?;
     }
     Ok(run.path("human_eval.md"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_rows_follow_the_recipes_metrics() {
+        let c = CorpusScores {
+            n: 1,
+            rouge_l_f1: 0.5,
+            rouge_l_precision: 0.5,
+            rouge_l_recall: 0.5,
+            rouge_lsum_f1: 0.6,
+            meteor: 0.7,
+            bleu: 40.0,
+            step_recall: 0.1,
+            step_precision: 0.2,
+            step_f1: 0.15,
+            mean_abs_step_count_error: 1.0,
+            order_kendall_tau: None,
+            well_formed_rate: 1.0,
+        };
+        let names = |m: &[Metric]| metric_rows(&c, m).into_iter().map(|r| r.0).collect::<Vec<_>>();
+        assert_eq!(names(&[Metric::Meteor]), vec!["METEOR"]);
+        assert_eq!(names(&[Metric::Bleu, Metric::RougeL]), vec!["BLEU / 100", "ROUGE-L F1", "ROUGE-Lsum F1"]);
+        assert_eq!(metric_rows(&c, &[Metric::Bleu])[0].1, 0.4);
+        assert_eq!(names(&[Metric::Steps]).len(), 3);
+        assert_eq!(rouge_band(0.61), "very similar: the steps match");
+        assert_eq!(rouge_band(0.4), "fairly similar: order somewhat different");
+        assert_eq!(rouge_band(0.39), "not in order");
+        assert_eq!(meteor_band(0.45), "good: fairly close, still relevant");
+        assert_eq!(meteor_band(0.449), "poor: many deviations");
+    }
 }

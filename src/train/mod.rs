@@ -177,6 +177,9 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
     if r.finetune.method == Method::Qlora {
         bail!("finetune.method qlora needs the 4-bit base (NF4), which is not in this build yet; use lora for a 16-bit base");
     }
+    if t.gradient_checkpointing {
+        bail!("training.gradient_checkpointing is not in this build yet; set it to false (activations are kept)");
+    }
 
     // 1. Data, prepared by `steptune prepare`, and its tokenizer.
     let train = read_prepared(&run.path("prepared/train.jsonl"))?;
