@@ -53,19 +53,9 @@ fn bad_data_stops_with_the_row_named_and_keeps_earlier_files() {
 
 #[test]
 fn train_generate_and_merge_from_the_command_line() {
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let d = tempfile::tempdir().unwrap();
     let run = d.path().join("run");
-    let recipe = d.path().join("r.yaml");
-    std::fs::write(
-        &recipe,
-        format!(
-            "name: cli\noutput_dir: {}\nmodel:\n  source: random\n  architecture: qwen3\n  config: {{model_type: qwen3, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, head_dim: 16}}\n  train_tokenizer: {{vocab_size: 400}}\nfinetune: {{method: lora, lora_r: 2}}\ntraining: {{max_steps: 3, device: cpu, per_device_train_batch_size: 8}}\ndata:\n  files: [{}]\n  columns: {{group: intent}}\n  limit: 40\n  max_length: 512\n",
-            run.display(),
-            repo.join("data/procedures.jsonl").display()
-        ),
-    )
-    .unwrap();
+    let recipe = common::tiny_recipe(d.path(), "cli", "{method: lora, lora_r: 2}", "{max_steps: 3, device: cpu, per_device_train_batch_size: 8}", "");
     let r = recipe.to_str().unwrap();
     assert_eq!(steptune(&["prepare", r], d.path()).0, 0);
     let (code, _, err) = steptune(&["train", r], d.path());

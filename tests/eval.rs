@@ -7,19 +7,15 @@ use common::steptune;
 
 #[test]
 fn run_writes_a_base_vs_tuned_report_and_human_sheets_round_trip() {
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let d = tempfile::tempdir().unwrap();
     let run = d.path().join("run");
-    let recipe = d.path().join("r.yaml");
-    std::fs::write(
-        &recipe,
-        format!(
-            "name: ev\noutput_dir: {}\nmodel:\n  source: random\n  architecture: qwen3\n  config: {{model_type: qwen3, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, head_dim: 16}}\n  train_tokenizer: {{vocab_size: 400}}\nfinetune: {{method: full}}\ntraining: {{max_steps: 4, device: cpu, per_device_train_batch_size: 8, learning_rate: 3.0e-3}}\ndata:\n  files: [{}]\n  columns: {{group: intent}}\n  limit: 40\n  max_length: 512\neval: {{max_new_tokens: 16, max_samples: 6, report_examples: 2}}\n",
-            run.display(),
-            repo.join("data/procedures.jsonl").display()
-        ),
-    )
-    .unwrap();
+    let recipe = common::tiny_recipe(
+        d.path(),
+        "ev",
+        "{method: full}",
+        "{max_steps: 4, device: cpu, per_device_train_batch_size: 8, learning_rate: 3.0e-3}",
+        "eval: {max_new_tokens: 16, max_samples: 6, report_examples: 2}\n",
+    );
     let r = recipe.to_str().unwrap();
     let (code, _, err) = steptune(&["run", r], d.path());
     assert_eq!(code, 0, "{err}");

@@ -41,3 +41,17 @@ pub fn steptune_env(args: &[&str], cwd: &Path, env: &[(&str, &Path)]) -> (i32, S
 pub fn steptune(args: &[&str], cwd: &Path) -> (i32, String, String) {
     steptune_env(args, cwd, &[])
 }
+
+/// The tiny Qwen3 shape the end-to-end tests train (1 layer, hidden 32, a 400-token BPE).
+pub const TINY_QWEN3: &str = "model:\n  source: random\n  architecture: qwen3\n  config: {model_type: qwen3, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, head_dim: 16}\n  train_tokenizer: {vocab_size: 400}\n";
+
+/// Writes `dir/r.yaml`: the tiny model on the first 40 rows of data/procedures.jsonl, run folder
+/// `dir/run`, with the given `finetune`, `training` (flow mappings) and extra top-level YAML.
+pub fn tiny_recipe(dir: &Path, name: &str, finetune: &str, training: &str, extra: &str) -> PathBuf {
+    let yaml = format!(
+        "name: {name}\noutput_dir: {}\n{TINY_QWEN3}finetune: {finetune}\ntraining: {training}\ndata:\n  files: [{}]\n  columns: {{group: intent}}\n  limit: 40\n  max_length: 512\n{extra}",
+        dir.join("run").display(),
+        repo().join("data/procedures.jsonl").display()
+    );
+    write(dir, "r.yaml", yaml.as_bytes())
+}
