@@ -80,13 +80,9 @@ pub fn base_model(recipe: &LoadedRecipe, run: &RunDir, tok: &TokenizerBundle, ki
                 return Ok((models::load_decoder(&dir, kind, device)?, dir));
             }
             let mut config = files.config.context("source: random needs model.config")?;
+            // The vocabulary is the tokenizer's; every other key must be in the recipe's config.
             if config.get("vocab_size").is_none() {
                 config["vocab_size"] = json!(tok.vocab_size());
-            }
-            for (k, v) in [("intermediate_size", json!(config["hidden_size"].as_i64().unwrap_or(64) * 3)), ("num_hidden_layers", json!(2)), ("num_attention_heads", json!(4))] {
-                if config.get(k).is_none() {
-                    config[k] = v;
-                }
             }
             let cfg = DecoderConfig::from_json(&config, files.architecture)?;
             tch::manual_seed(recipe.recipe.seed as i64);
@@ -386,7 +382,9 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
         Some(l) => Some(l),
         None => state.best_eval_loss,
     };
-    let _ = plot::loss_plot(&run.path("metrics.jsonl"), &run.path("loss.png"));
+    if let Err(e) = plot::loss_plot(&run.path("metrics.jsonl"), &run.path("loss.png")) {
+        eprintln!("train: warning: no loss plot: {e:#}");
+    }
     let outcome = TrainOutcome {
         steps: state.step,
         initial_eval_loss,
