@@ -28,41 +28,12 @@ import hashlib
 import json
 import platform
 import sys
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import version
 from pathlib import Path
 
-# Keep in sync with PINS in scripts/ref-env.sh.
-PINS = {
-    "torch": "2.11.0",
-    "transformers": "5.23.0",
-    "tokenizers": "0.23.3",
-    "peft": "0.21.2",
-    "bitsandbytes": "0.50.2",
-    "rouge-score": "0.1.2",
-    "nltk": "3.10.4",
-    "sacrebleu": "2.6.0",
-    "safetensors": "0.8.0",
-    "jinja2": "3.1.6",
-}
+from pins import PINS, check_pins  # noqa: E402  (scripts/ is on sys.path)
 
-
-def check_pins():
-    bad = []
-    for name, want in PINS.items():
-        try:
-            have = version(name)
-        except PackageNotFoundError:
-            have = None
-        if have != want:
-            bad.append(f"  {name}: want {want}, have {have or 'not installed'}")
-    if bad:
-        sys.exit(
-            "make_fixtures.py: library versions do not match the pins; "
-            "run with the python that scripts/ref-env.sh prints.\n" + "\n".join(bad)
-        )
-
-
-check_pins()
+check_pins("make_fixtures.py")
 
 import transformers  # noqa: E402  (imported after the version check on purpose)
 from transformers import AutoTokenizer  # noqa: E402

@@ -32,29 +32,13 @@ import platform
 import random
 import re
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 # Same pins as scripts/ref-env.sh (the metric libraries only; this script needs none of
 # them, but it belongs to the metric fixtures and must run in the same environment).
-PINS = {"rouge-score": "0.1.2", "nltk": "3.10.4", "sacrebleu": "2.6.0"}
+from pins import check_pins  # noqa: E402  (scripts/ is on sys.path)
 
-
-def check_pins():
-    bad = []
-    for name, want in PINS.items():
-        try:
-            have = version(name)
-        except PackageNotFoundError:
-            have = None
-        if have != want:
-            bad.append(f"  {name}: want {want}, have {have or 'not installed'}")
-    if bad:
-        sys.exit("make_metric_corpus.py: library versions do not match the pins; "
-                 "run with the python that scripts/ref-env.sh prints.\n" + "\n".join(bad))
-
-
-check_pins()
+check_pins("make_metric_corpus.py", ["rouge-score", "nltk", "sacrebleu"])
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "tests" / "fixtures" / "metric_corpus.json"

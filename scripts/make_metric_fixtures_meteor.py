@@ -51,21 +51,11 @@ import random
 import re
 import sys
 import unicodedata
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-# Keep in sync with PINS in scripts/ref-env.sh.
-PINS = {"nltk": "3.10.4"}
-for _name, _want in PINS.items():
-    try:
-        _have = version(_name)
-    except PackageNotFoundError:
-        _have = None
-    if _have != _want:
-        sys.exit(
-            f"make_metric_fixtures_meteor.py: {_name} {_have or 'not installed'} != pinned "
-            f"{_want}; run with the python that scripts/ref-env.sh prints."
-        )
+from pins import PINS, check_pins  # noqa: E402  (scripts/ is on sys.path)
+
+check_pins("make_metric_fixtures_meteor.py", ["nltk"])
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "tests" / "fixtures" / "metric_corpus.json"

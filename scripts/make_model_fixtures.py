@@ -84,37 +84,11 @@ import os
 import shutil
 import sys
 import tempfile
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-# Keep in sync with PINS in scripts/ref-env.sh (the subset this script uses).
-PINS = {
-    "torch": "2.11.0",
-    "transformers": "5.23.0",
-    "peft": "0.21.2",
-    "safetensors": "0.8.0",
-}
+from pins import check_pins  # noqa: E402  (scripts/ is on sys.path)
 
-
-def check_pins():
-    bad = []
-    for name, want in PINS.items():
-        try:
-            have = version(name)
-        except PackageNotFoundError:
-            have = None
-        # torch reports e.g. 2.11.0+cu130 / 2.11.0+cpu: compare the public version.
-        if have is not None and have.split("+")[0] == want:
-            continue
-        bad.append(f"  {name}: want {want}, have {have or 'not installed'}")
-    if bad:
-        sys.exit(
-            "make_model_fixtures.py: library versions do not match the pins; "
-            "use the venv from scripts/ref-env.sh\n" + "\n".join(bad)
-        )
-
-
-check_pins()
+check_pins("make_model_fixtures.py", ["torch", "transformers", "peft", "safetensors"])
 
 # peft writes target_modules from a Python set: re-exec once with a pinned string hash
 # seed so that adapter_config.json lists them in the same order on every run.

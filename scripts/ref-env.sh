@@ -22,19 +22,9 @@ set -euo pipefail
 VENV="${STEPTUNE_REF_VENV:-$HOME/.cache/steptune/ref-venv}"
 BASE_PY="${STEPTUNE_REF_PYTHON:-python3}"
 
-# Keep in sync with PINS in scripts/make_fixtures.py.
-PINS=(
-  torch==2.11.0
-  transformers==5.23.0
-  tokenizers==0.23.3
-  peft==0.21.2
-  bitsandbytes==0.50.2
-  rouge-score==0.1.2
-  nltk==3.10.4
-  sacrebleu==2.6.0
-  safetensors==0.8.0
-  jinja2==3.1.6
-)
+# The pins live in scripts/pins.py, which the fixture generators check too.
+mapfile -t PINS < <("$BASE_PY" "$(dirname "${BASH_SOURCE[0]}")/pins.py")
+[ "${#PINS[@]}" -gt 0 ] || { echo "ref-env: cannot read scripts/pins.py with $BASE_PY" >&2; exit 1; }
 
 log() { echo "ref-env: $*" >&2; }
 
