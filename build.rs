@@ -46,6 +46,8 @@ fn main() {
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .flag_if_supported("-Wno-unused-parameter")
         .flag_if_supported("-Wno-deprecated-declarations")
+        // NF4 dequantization must round exactly like bitsandbytes' separate multiply and add.
+        .flag("-ffp-contract=off")
         .files(&cpp);
     for inc in &includes {
         // -isystem: libtorch's own headers should not drown our warnings.

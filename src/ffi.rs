@@ -2,7 +2,7 @@
 use std::ffi::{c_char, c_int, CStr};
 
 use anyhow::{bail, Result};
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 use torch_sys::C_tensor;
 
 extern "C" {
@@ -10,28 +10,57 @@ extern "C" {
     fn steptune_torch_version() -> *const c_char;
     fn steptune_torch_has_cuda() -> c_int;
     fn steptune_backward_with_grad(outputs: *const *mut C_tensor, grads: *const *mut C_tensor, n: c_int) -> c_int;
-    fn steptune_cpu_rng_get_state(out: *mut *mut C_tensor) -> c_int;
-    fn steptune_cpu_rng_set_state(state: *mut C_tensor) -> c_int;
+    fn steptune_rng_get_state(device_index: c_int, out: *mut *mut C_tensor) -> c_int;
+    fn steptune_rng_set_state(device_index: c_int, state: *mut C_tensor) -> c_int;
 }
 
-// csrc/steptune_ops.cpp around csrc/nf4_dequant.cu; present only when build.rs compiled the kernels
+// csrc/nf4.cpp: NF4 dequantization (CPU, and GPU when the kernels are compiled) and the 4-bit
+// linear's autograd function.
+extern "C" {
+    fn steptune_nf4_dequantize(
+        packed: *mut C_tensor,
+        absmax: *mut C_tensor,
+        nested_absmax: *mut C_tensor,
+        nested_code: *mut C_tensor,
+        offset: f64,
+        blocksize: i64,
+        nested_blocksize: i64,
+        out_features: i64,
+        in_features: i64,
+        dtype: c_int,
+        out: *mut *mut C_tensor,
+    ) -> c_int;
+    fn steptune_nf4_absmax(
+        absmax: *mut C_tensor,
+        nested_absmax: *mut C_tensor,
+        nested_code: *mut C_tensor,
+        offset: f64,
+        blocksize: i64,
+        nested_blocksize: i64,
+        numel: i64,
+        out: *mut *mut C_tensor,
+    ) -> c_int;
+    fn steptune_nf4_linear(
+        x: *mut C_tensor,
+        packed: *mut C_tensor,
+        absmax: *mut C_tensor,
+        nested_absmax: *mut C_tensor,
+        nested_code: *mut C_tensor,
+        offset: f64,
+        blocksize: i64,
+        nested_blocksize: i64,
+        out_features: i64,
+        in_features: i64,
+        dtype: c_int,
+        out: *mut *mut C_tensor,
+    ) -> c_int;
+}
+
+// The raw CUDA kernel of csrc/nf4_dequant.cu; present only when build.rs compiled it
 // (`--features cuda` against the CUDA libtorch).
 #[cfg(steptune_cuda_kernels)]
 extern "C" {
-    fn steptune_nf4_dequantize_cuda(
-        packed: *mut C_tensor,
-        absmax: *mut C_tensor,
-        n: i64,
-        blocksize: c_int,
-        out: *mut *mut C_tensor,
-    ) -> c_int;
-    fn steptune_nf4_dequantize_cuda_bf16(
-        packed: *mut C_tensor,
-        absmax: *mut C_tensor,
-        n: i64,
-        blocksize: c_int,
-        out: *mut *mut C_tensor,
-    ) -> c_int;
+    fn steptune_nf4_dequantize_cuda_raw(packed: *mut C_tensor, absmax: *mut C_tensor, n: i64, blocksize: c_int, bf16: c_int, out: *mut *mut C_tensor) -> c_int;
 }
 
 fn check(rc: c_int, what: &str) -> Result<()> {
@@ -67,45 +96,112 @@ pub fn backward_with_grad(outputs: &[&Tensor], grads: &[&Tensor]) -> Result<()> 
     check(unsafe { steptune_backward_with_grad(outs.as_ptr(), gs.as_ptr(), outs.len() as c_int) }, "backward_with_grad")
 }
 
+fn device_index(device: Device) -> c_int {
+    match device {
+        Device::Cuda(i) => i as c_int,
+        _ => -1,
+    }
+}
+
 /// The default CPU generator's state: what dropout and `randn` draw from next.
 pub fn cpu_rng_state() -> Result<Tensor> {
+    rng_state(Device::Cpu)
+}
+
+pub fn set_cpu_rng_state(state: &Tensor) -> Result<()> {
+    set_rng_state(Device::Cpu, state)
+}
+
+/// The default generator's state of `device` (the CPU's, or a GPU's).
+pub fn rng_state(device: Device) -> Result<Tensor> {
     let mut out: *mut C_tensor = std::ptr::null_mut();
-    check(unsafe { steptune_cpu_rng_get_state(&mut out) }, "cpu_rng_state")?;
+    check(unsafe { steptune_rng_get_state(device_index(device), &mut out) }, "rng_state")?;
     // SAFETY: C++ returned a heap-allocated torch::Tensor*, which from_ptr takes ownership of.
     Ok(unsafe { Tensor::from_ptr(out) })
 }
 
-pub fn set_cpu_rng_state(state: &Tensor) -> Result<()> {
-    check(unsafe { steptune_cpu_rng_set_state(state.as_ptr() as *mut C_tensor) }, "set_cpu_rng_state")
+pub fn set_rng_state(device: Device, state: &Tensor) -> Result<()> {
+    check(unsafe { steptune_rng_set_state(device_index(device), state.as_ptr() as *mut C_tensor) }, "set_rng_state")
 }
 
-/// Dequantizes `n` NF4 values stored the bitsandbytes way (`packed`: uint8, two 4-bit codes per
-/// byte, the first in the high nibble; `absmax`: float32, one scale per `blocksize` values of the
-/// flattened weight) on the GPU, into a new flat float32 tensor on `packed`'s device. Runs on the
-/// current CUDA stream.
-#[cfg(steptune_cuda_kernels)]
-pub fn nf4_dequantize_cuda(packed: &Tensor, absmax: &Tensor, n: i64, blocksize: i64) -> Result<Tensor> {
-    nf4_dequantize_cuda_impl(packed, absmax, n, blocksize, false)
+/// One NF4 weight's quantization state as the C++ side reads it (see csrc/nf4.cpp for the layout).
+pub struct Nf4Parts<'a> {
+    /// uint8 [ceil(n/2)]
+    pub packed: &'a Tensor,
+    /// float32 [blocks], or uint8 [blocks] with `nested`
+    pub absmax: &'a Tensor,
+    /// Double quantization: (nested_absmax f32 [blocks/256], nested_code f32 [256], offset, nested blocksize).
+    pub nested: Option<(&'a Tensor, &'a Tensor, f64, i64)>,
+    pub blocksize: i64,
+    /// The weight's 2-D shape [out, in] (a 1-D tensor is [1, n]).
+    pub out_features: i64,
+    pub in_features: i64,
+    /// The dtype the weight was stored in before quantization.
+    pub dtype: Kind,
 }
 
-/// As [`nf4_dequantize_cuda`], with a bfloat16 output.
-#[cfg(steptune_cuda_kernels)]
-pub fn nf4_dequantize_cuda_bf16(packed: &Tensor, absmax: &Tensor, n: i64, blocksize: i64) -> Result<Tensor> {
-    nf4_dequantize_cuda_impl(packed, absmax, n, blocksize, true)
+/// c10::ScalarType's number for the float kinds a weight is stored in (tch keeps its own private).
+fn scalar_type(kind: Kind) -> Result<c_int> {
+    Ok(match kind {
+        Kind::Half => 5,
+        Kind::Float => 6,
+        Kind::BFloat16 => 15,
+        other => bail!("NF4 weights are float32, bfloat16 or float16, not {other:?}"),
+    })
 }
 
+fn ptr(t: &Tensor) -> *mut C_tensor {
+    t.as_ptr() as *mut C_tensor
+}
+
+fn nested_ptrs(p: &Nf4Parts) -> (*mut C_tensor, *mut C_tensor, f64, i64) {
+    match p.nested {
+        Some((a, c, off, bs)) => (ptr(a), ptr(c), off, bs),
+        None => (std::ptr::null_mut(), std::ptr::null_mut(), 0.0, 256),
+    }
+}
+
+/// The dense [out, in] weight in its stored dtype; on the GPU through the CUDA kernel.
+pub fn nf4_dequantize(p: &Nf4Parts) -> Result<Tensor> {
+    let (na, nc, off, nbs) = nested_ptrs(p);
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    // SAFETY: every pointer is a live tch tensor (or null where optional) for the call; on success
+    // C++ stores a `new torch::Tensor` in `out`, whose ownership from_ptr takes.
+    check(
+        unsafe { steptune_nf4_dequantize(ptr(p.packed), ptr(p.absmax), na, nc, off, p.blocksize, nbs, p.out_features, p.in_features, scalar_type(p.dtype)?, &mut out) },
+        "nf4_dequantize",
+    )?;
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// The decoded per-block absmax, float32 [blocks] (a copy).
+pub fn nf4_absmax(p: &Nf4Parts) -> Result<Tensor> {
+    let (na, nc, off, nbs) = nested_ptrs(p);
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    check(unsafe { steptune_nf4_absmax(ptr(p.absmax), na, nc, off, p.blocksize, nbs, p.out_features * p.in_features, &mut out) }, "nf4_absmax")?;
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// y = x Wᵀ with the 4-bit weight, through a C++ autograd function that saves only the packed
+/// weight and its state and dequantizes again in backward. x: [.., in] → [.., out]
+pub fn nf4_linear(x: &Tensor, p: &Nf4Parts) -> Result<Tensor> {
+    let (na, nc, off, nbs) = nested_ptrs(p);
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    check(
+        unsafe { steptune_nf4_linear(ptr(x), ptr(p.packed), ptr(p.absmax), na, nc, off, p.blocksize, nbs, p.out_features, p.in_features, scalar_type(p.dtype)?, &mut out) },
+        "nf4_linear",
+    )?;
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// The CUDA kernel alone: `n` NF4 values (`packed` uint8, `absmax` float32 per `blocksize`) to a
+/// flat float32 or bfloat16 tensor on `packed`'s GPU. Runs on the current CUDA stream.
 #[cfg(steptune_cuda_kernels)]
-fn nf4_dequantize_cuda_impl(packed: &Tensor, absmax: &Tensor, n: i64, blocksize: i64, bf16: bool) -> Result<Tensor> {
+pub fn nf4_dequantize_cuda(packed: &Tensor, absmax: &Tensor, n: i64, blocksize: i64, bf16: bool) -> Result<Tensor> {
     let Ok(bs) = c_int::try_from(blocksize) else {
         bail!("nf4_dequantize_cuda: blocksize {blocksize} out of range");
     };
-    let f = if bf16 { steptune_nf4_dequantize_cuda_bf16 } else { steptune_nf4_dequantize_cuda };
     let mut out: *mut C_tensor = std::ptr::null_mut();
-    // SAFETY: packed/absmax are live tch tensors for the call; on success C++ stores a
-    // `new torch::Tensor` in `out`, whose ownership from_ptr takes.
-    check(
-        unsafe { f(packed.as_ptr() as *mut C_tensor, absmax.as_ptr() as *mut C_tensor, n, bs, &mut out) },
-        "nf4_dequantize_cuda",
-    )?;
+    check(unsafe { steptune_nf4_dequantize_cuda_raw(ptr(packed), ptr(absmax), n, bs, bf16 as c_int, &mut out) }, "nf4_dequantize_cuda")?;
     Ok(unsafe { Tensor::from_ptr(out) })
 }

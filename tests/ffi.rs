@@ -43,15 +43,15 @@ fn cpu_rng_state_round_trips() {
 }
 
 /// Without a GPU this only proves the CUDA wrapper is linked and checks its inputs; the kernel's
-/// values are compared with the CPU path where a GPU is present.
+/// values are compared with the CPU path where a GPU is present (tests/qlora.rs).
 #[cfg(feature = "cuda")]
 #[test]
 fn nf4_dequantize_cuda_is_linked_and_rejects_cpu_tensors() {
     let packed = Tensor::zeros([4], (Kind::Uint8, Device::Cpu));
     let absmax = Tensor::ones([1], (Kind::Float, Device::Cpu));
-    let err = ffi::nf4_dequantize_cuda(&packed, &absmax, 8, 64).unwrap_err().to_string();
-    assert!(err.contains("must be on a CUDA device"), "{err}");
-    let err = ffi::nf4_dequantize_cuda_bf16(&packed, &absmax, 8, 64).unwrap_err().to_string();
-    assert!(err.contains("must be on a CUDA device"), "{err}");
-    assert!(ffi::nf4_dequantize_cuda(&packed, &absmax, 8, 1 << 40).is_err());
+    for bf16 in [false, true] {
+        let err = ffi::nf4_dequantize_cuda(&packed, &absmax, 8, 64, bf16).unwrap_err().to_string();
+        assert!(err.contains("must be on a CUDA device"), "{err}");
+    }
+    assert!(ffi::nf4_dequantize_cuda(&packed, &absmax, 8, 1 << 40, false).is_err());
 }

@@ -2,6 +2,8 @@
 //! A starts kaiming-uniform (a = √5), B at zero, so training starts from the base model exactly.
 use tch::{Kind, Tensor};
 
+use super::nf4::{self, Nf4Tensor};
+
 /// The low-rank branch of one projection.
 pub struct LoraBranch {
     /// [r, in]
@@ -33,33 +35,79 @@ impl LoraBranch {
     }
 }
 
+/// The frozen (or, in full fine-tuning, trained) weight of a projection.
+pub enum Base {
+    /// [out, in] in the run's dtype.
+    Dense(Tensor),
+    /// QLoRA: 4-bit NF4, dequantized on the fly by csrc/nf4.cpp; the product runs in `compute`
+    /// (bnb_4bit_compute_dtype) and returns in the input's dtype, as bitsandbytes' Linear4bit does.
+    Nf4 { weight: Nf4Tensor, compute: Kind },
+}
+
 /// A linear projection as checkpoints store it (`weight` [out, in], optional `bias`), with an
 /// optional LoRA branch beside it.
 pub struct Linear {
-    pub weight: Tensor,
+    pub base: Base,
     pub bias: Option<Tensor>,
     pub lora: Option<LoraBranch>,
 }
 
 impl Linear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Linear {
-        Linear { weight, bias, lora: None }
+        Linear { base: Base::Dense(weight), bias, lora: None }
+    }
+
+    pub fn quantized(weight: Nf4Tensor, compute: Kind, bias: Option<Tensor>) -> Linear {
+        Linear { base: Base::Nf4 { weight, compute }, bias, lora: None }
     }
 
     /// x: [.., in] → [.., out]
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let y = x.linear(&self.weight, self.bias.as_ref());
+        let y = match &self.base {
+            Base::Dense(w) => x.linear(w, self.bias.as_ref()),
+            Base::Nf4 { weight, compute } => {
+                let y = nf4::linear(&x.to_kind(*compute), weight);
+                let y = match &self.bias {
+                    Some(b) => y + b.to_kind(*compute),
+                    None => y,
+                };
+                y.to_kind(x.kind())
+            }
+        };
         match &self.lora {
             Some(l) => y + l.forward(x, train),
             None => y,
         }
     }
 
+    /// The dense weight; None when it is stored in 4 bits.
+    pub fn dense_weight(&self) -> Option<&Tensor> {
+        match &self.base {
+            Base::Dense(w) => Some(w),
+            Base::Nf4 { .. } => None,
+        }
+    }
+
+    /// The weight as a dense [out, in] tensor (dequantized when stored in 4 bits), for export.
+    pub fn weight(&self) -> Tensor {
+        match &self.base {
+            Base::Dense(w) => w.shallow_clone(),
+            Base::Nf4 { weight, .. } => nf4::dequantize(weight),
+        }
+    }
+
+    fn shape(&self) -> Vec<i64> {
+        match &self.base {
+            Base::Dense(w) => w.size(),
+            Base::Nf4 { weight, .. } => weight.shape.clone(),
+        }
+    }
+
     pub fn in_features(&self) -> i64 {
-        self.weight.size()[1]
+        self.shape()[1]
     }
 
     pub fn out_features(&self) -> i64 {
-        self.weight.size()[0]
+        self.shape()[0]
     }
 }

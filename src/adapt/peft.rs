@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use tch::{Kind, Tensor};
 
-use super::lora::LoraBranch;
+use super::lora::{Base, LoraBranch};
 use crate::model::qwen3::Qwen3;
 use crate::model::weights;
 
@@ -46,7 +46,7 @@ pub fn attach(model: &mut Qwen3, spec: &LoraSpec) -> Result<()> {
 
 /// No base tensor receives gradients (LoRA and QLoRA train only the branches).
 pub fn freeze_base(model: &mut Qwen3) {
-    for (_, t) in model.named_weights() {
+    for (_, t) in model.dense_weights() {
         let _ = t.set_requires_grad(false);
     }
 }
@@ -155,11 +155,14 @@ pub fn load_adapter(model: &mut Qwen3, dir: &Path) -> Result<LoraSpec> {
 /// Folds every LoRA branch into its base weight (W += B·A·scaling) and removes the branches.
 pub fn merge(model: &mut Qwen3) {
     let _guard = tch::no_grad_guard();
+    let model_kind = model.kind;
     for layer in &mut model.layers {
         for (_, lin) in Qwen3::linears_of_mut(layer) {
             if let Some(l) = lin.lora.take() {
-                let merged = (lin.weight.to_kind(Kind::Float) + l.delta().to_kind(Kind::Float)).to_kind(lin.weight.kind());
-                lin.weight = merged;
+                // A 4-bit base merges into its dequantized weight: the result is a 16-bit layer.
+                let w = lin.weight();
+                let kind = if lin.dense_weight().is_some() { w.kind() } else { model_kind };
+                lin.base = Base::Dense((w.to_kind(Kind::Float) + l.delta().to_kind(Kind::Float)).to_kind(kind));
             }
         }
     }

@@ -13,7 +13,8 @@ pub fn load_tuned(recipe: &LoadedRecipe, out: &TrainOutcome) -> Result<Qwen3> {
     match recipe.recipe.finetune.method {
         Method::Full => crate::model::load_decoder(&out.output, kind, device),
         _ => {
-            let mut m = crate::model::load_decoder(&out.base, kind, device)?;
+            // QLoRA evaluates what it trained: the 4-bit base with the adapter.
+            let mut m = crate::model::load_base(&out.base, crate::train::quant_spec(recipe), kind, device)?;
             crate::adapt::peft::load_adapter(&mut m, &out.output)?;
             Ok(m)
         }

@@ -80,7 +80,7 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir) -> Result<PathBuf> {
     let t = &r.training;
     let mut models = vec![("tuned".to_string(), load_tuned(recipe, &outcome)?)];
     if r.eval.compare_base {
-        models.insert(0, ("base".to_string(), crate::model::load_decoder(&outcome.base, kind_of(t.precision), device_of(&t.device))?));
+        models.insert(0, ("base".to_string(), crate::model::load_base(&outcome.base, crate::train::quant_spec(recipe), kind_of(t.precision), device_of(&t.device))?));
     }
     for (name, model) in &models {
         let gen = ChatGenerator::new(model, &tok, r.model.system_prompt.clone())?;

@@ -5,11 +5,13 @@ pub mod source;
 pub mod tokenizer;
 pub mod weights;
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use tch::{Device, Kind};
 
+use crate::adapt::nf4;
 use crate::recipe::Architecture;
 use qwen3::{DecoderConfig, Qwen3};
 
@@ -25,13 +27,101 @@ pub fn load_decoder(dir: &Path, kind: Kind, device: Device) -> Result<Qwen3> {
     let t = config.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
     let arch = Architecture::from_model_type(t).with_context(|| format!("{}: model_type `{t}` is not a supported decoder", dir.display()))?;
     let cfg = DecoderConfig::from_json(&config, arch)?;
-    let mut w = weights::read_model_dir(dir, Some(kind), device, &|_| true)?;
+    let mut w = if is_bnb_4bit(&config) {
+        // A `*-bnb-4bit` checkpoint loads in 16 bits by dequantizing its projections.
+        let mut w = weights::read_model_dir(dir, None, device, &|_| true)?;
+        let names: Vec<String> = w.keys().filter(|n| is_quantized_projection(n)).cloned().collect();
+        for name in names {
+            if let Some(q) = nf4::from_checkpoint_tensors(&name, &mut w).with_context(|| format!("{}: reading the 4-bit `{name}`", dir.display()))? {
+                w.insert(name, nf4::dequantize(&q));
+            }
+        }
+        w.into_iter().map(|(n, t)| (n, weights::convert(t, Some(kind), device))).collect()
+    } else {
+        weights::read_model_dir(dir, Some(kind), device, &|_| true)?
+    };
     let model = Qwen3::from_weights(cfg, &mut w, kind, device)?;
     if !w.is_empty() {
         let names: Vec<&String> = w.keys().take(5).collect();
         anyhow::bail!("{}: {} checkpoint tensors were not used (for example {names:?}): is this the right architecture?", dir.display(), w.len());
     }
     Ok(model)
+}
+
+/// How QLoRA stores a base model's projections (the recipe's `finetune.quantization`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuantSpec {
+    pub blocksize: i64,
+    pub double_quant: bool,
+    /// The dtype the 4-bit products run in (bnb_4bit_compute_dtype).
+    pub compute: Kind,
+}
+
+/// Whether a checkpoint tensor is one of the decoder layers' projections, which QLoRA stores in
+/// 4 bits (embeddings, norms and lm_head stay 16-bit, as in transformers + bitsandbytes).
+pub fn is_quantized_projection(name: &str) -> bool {
+    name.starts_with("model.layers.") && name.ends_with("_proj.weight") && (name.contains(".self_attn.") || name.contains(".mlp."))
+}
+
+/// Whether config.json says the checkpoint is already stored in bitsandbytes 4-bit (`*-bnb-4bit`).
+pub fn is_bnb_4bit(config: &serde_json::Value) -> bool {
+    let q = &config["quantization_config"];
+    q["load_in_4bit"].as_bool() == Some(true) || (q["quant_method"].as_str() == Some("bitsandbytes") && q["_load_in_4bit"].as_bool() == Some(true))
+}
+
+/// Loads a decoder for QLoRA: the decoder layers' projections in NF4, everything else in `kind`.
+/// A 16-bit checkpoint is quantized tensor by tensor as it is read, so peak memory stays near the
+/// 4-bit size plus one 16-bit tensor; a bitsandbytes 4-bit checkpoint is read as stored.
+pub fn load_decoder_4bit(dir: &Path, spec: QuantSpec, kind: Kind, device: Device) -> Result<Qwen3> {
+    let config = read_config(dir)?;
+    let t = config.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
+    let arch = Architecture::from_model_type(t).with_context(|| format!("{}: model_type `{t}` is not a supported decoder", dir.display()))?;
+    let cfg = DecoderConfig::from_json(&config, arch)?;
+    let mut w = weights::Weights::new();
+    let mut quantized = HashMap::new();
+    if is_bnb_4bit(&config) {
+        let mut stored = weights::read_model_dir(dir, None, device, &|_| true)?;
+        let names: Vec<String> = stored.keys().filter(|n| is_quantized_projection(n)).cloned().collect();
+        for name in names {
+            let q = nf4::from_checkpoint_tensors(&name, &mut stored).with_context(|| format!("{}: reading the 4-bit `{name}`", dir.display()))?;
+            match q {
+                Some(q) => {
+                    quantized.insert(name, q);
+                }
+                None => bail!("{}: `{name}` is not stored in 4 bits although config.json says the checkpoint is", dir.display()),
+            }
+        }
+        for (name, t) in stored {
+            w.insert(name, weights::convert(t, Some(kind), device));
+        }
+    } else {
+        for path in weights::model_files(dir)? {
+            weights::visit_file(&path, &|_| true, &mut |name, t| {
+                let t = weights::convert(t, Some(kind), device);
+                if is_quantized_projection(&name) {
+                    let q = nf4::quantize(&t, spec.blocksize, spec.double_quant).with_context(|| format!("quantizing {name}"))?;
+                    quantized.insert(name, q);
+                } else {
+                    w.insert(name, t);
+                }
+                Ok(())
+            })?;
+        }
+    }
+    let model = Qwen3::from_parts(cfg, &mut w, &mut quantized, spec.compute, kind, device)?;
+    let left: Vec<&String> = w.keys().chain(quantized.keys()).take(5).collect();
+    if !left.is_empty() {
+        bail!("{}: checkpoint tensors were not used (for example {left:?}): is this the right architecture?", dir.display());
+    }
+    Ok(model)
+}
+
+/// The base model for a run: 4-bit projections when `quant` is given (QLoRA), else in `kind`.
+pub fn load_base(dir: &Path, quant: Option<QuantSpec>, kind: Kind, device: Device) -> Result<Qwen3> {
+    match quant {
+        Some(spec) => load_decoder_4bit(dir, spec, kind, device),
+        None => load_decoder(dir, kind, device),
+    }
 }
 
 pub fn kind_name(kind: Kind) -> &'static str {

@@ -3,12 +3,15 @@
 //! and no per-head q/k RMSNorm.
 //!
 //! Shapes: b batch, t tokens, h hidden, nh query heads, nkv key/value heads, d head_dim, V vocab.
+use std::collections::HashMap;
+
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tch::{Device, IndexOp, Kind, Tensor};
 
 use super::weights::Weights;
 use crate::adapt::lora::Linear;
+use crate::adapt::nf4::Nf4Tensor;
 use crate::recipe::Architecture;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -301,6 +304,13 @@ pub fn attention_mask(mask2d: &Tensor, past: i64, t: i64) -> Tensor {
 impl Qwen3 {
     /// Builds the model from checkpoint tensors (consumed from `w`); names as in the HF checkpoint.
     pub fn from_weights(cfg: DecoderConfig, w: &mut Weights, kind: Kind, device: Device) -> Result<Qwen3> {
+        Self::from_parts(cfg, w, &mut HashMap::new(), kind, kind, device)
+    }
+
+    /// As `from_weights`, with the projections found in `quantized` (by checkpoint name, e.g.
+    /// `model.layers.0.mlp.up_proj.weight`) stored in 4 bits.
+    /// `compute` is the dtype the 4-bit products run in (bnb_4bit_compute_dtype).
+    pub fn from_parts(cfg: DecoderConfig, w: &mut Weights, quantized: &mut HashMap<String, Nf4Tensor>, compute: Kind, kind: Kind, device: Device) -> Result<Qwen3> {
         let mut take = |name: &str| -> Result<Tensor> {
             w.remove(name).with_context(|| format!("the checkpoint has no tensor `{name}`"))
         };
@@ -312,9 +322,12 @@ impl Qwen3 {
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let mut lin = |name: &str, bias: bool| -> Result<Linear> {
-                let weight = take(&format!("{p}.{name}.weight"))?;
                 let bias = if bias { Some(take(&format!("{p}.{name}.bias"))?) } else { None };
-                Ok(Linear::new(weight, bias))
+                let weight_name = format!("{p}.{name}.weight");
+                match quantized.remove(&weight_name) {
+                    Some(q) => Ok(Linear::quantized(q, compute, bias)),
+                    None => Ok(Linear::new(take(&weight_name)?, bias)),
+                }
             };
             let self_attn = Attention {
                 q_proj: lin("self_attn.q_proj", cfg.qkv_bias)?,
@@ -392,13 +405,27 @@ impl Qwen3 {
         w
     }
 
-    /// Every base tensor under its checkpoint name (the tied head only once, as transformers saves).
+    /// Every base tensor under its checkpoint name (the tied head only once, as transformers saves);
+    /// 4-bit projections dequantized, for export.
     pub fn named_weights(&self) -> Vec<(String, Tensor)> {
+        self.base_tensors(true)
+    }
+
+    /// The base tensors held in 16 or 32 bits (what `freeze_base` must mark), without the 4-bit ones.
+    pub fn dense_weights(&self) -> Vec<(String, Tensor)> {
+        self.base_tensors(false)
+    }
+
+    fn base_tensors(&self, dequantize: bool) -> Vec<(String, Tensor)> {
         let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.shallow_clone())];
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
             for (name, lin) in self.linears_of(l) {
-                out.push((format!("{p}.{name}.weight"), lin.weight.shallow_clone()));
+                match lin.dense_weight() {
+                    Some(w) => out.push((format!("{p}.{name}.weight"), w.shallow_clone())),
+                    None if dequantize => out.push((format!("{p}.{name}.weight"), lin.weight())),
+                    None => {}
+                }
                 if let Some(b) = &lin.bias {
                     out.push((format!("{p}.{name}.bias"), b.shallow_clone()));
                 }
@@ -478,9 +505,20 @@ impl Qwen3 {
     /// runs only where a label exists: on a chat batch most positions are prompt or padding.
     /// ids, labels: [b, t] (labels -100 where masked; right padding)
     pub fn loss_sum(&self, ids: &Tensor, labels: &Tensor, train: bool) -> (Tensor, i64) {
-        let (b, t) = (ids.size()[0], ids.size()[1]);
-        let positions = Tensor::arange(t, (Kind::Int64, self.device)).unsqueeze(0).expand([b, t], true);
+        let positions = self.train_positions(ids);
         let hidden = self.hidden(ids, &positions, None, None, train); // [b, t, h]
+        self.head_loss(&hidden, labels)
+    }
+
+    /// [b, t] → positions 0..t for every row (right-padded training batches).
+    fn train_positions(&self, ids: &Tensor) -> Tensor {
+        let (b, t) = (ids.size()[0], ids.size()[1]);
+        Tensor::arange(t, (Kind::Int64, self.device)).unsqueeze(0).expand([b, t], true)
+    }
+
+    /// hidden (after the final norm): [b, t, h], labels: [b, t] → (summed loss, labelled count).
+    fn head_loss(&self, hidden: &Tensor, labels: &Tensor) -> (Tensor, i64) {
+        let t = hidden.size()[1];
         // Position i predicts label i+1.
         let targets = labels.narrow(1, 1, t - 1).reshape([-1]); // [b(t-1)]
         let idx = targets.ne(-100).nonzero().squeeze_dim(-1); // [n]
@@ -489,6 +527,51 @@ impl Qwen3 {
         let logits = self.logits(&h); // [n, V]
         let loss = logits.cross_entropy_loss::<Tensor>(&targets.index_select(0, &idx), None, tch::Reduction::Sum, -100, 0.0);
         (loss, n)
+    }
+
+    /// Gradient checkpointing: `loss_sum` in training mode, with the gradient of `loss · scale`
+    /// already accumulated into every trainable tensor's `.grad()`. The forward keeps only each
+    /// decoder layer's input [b, t, h]; backward recomputes one layer at a time with the dropout
+    /// masks of its first pass and pushes the upstream gradient through it. Returns the summed
+    /// loss and the labelled count.
+    pub fn loss_sum_backward_checkpointed(&self, ids: &Tensor, labels: &Tensor, scale: f64) -> Result<(f64, i64)> {
+        let positions = self.train_positions(ids);
+        let (cos, sin) = self.rope.cos_sin(&positions, self.kind);
+        let rng = |what| crate::ffi::rng_state(self.device).with_context(|| format!("gradient checkpointing: {what}"));
+        // 1. Forward without a graph, keeping each layer's input and the RNG state it started from.
+        let mut inputs = Vec::with_capacity(self.layers.len());
+        let mut states = Vec::with_capacity(self.layers.len());
+        let mut x = tch::no_grad(|| self.embed_tokens.embedding_renorm_ok(ids)); // [b, t, h]
+        for layer in &self.layers {
+            states.push(rng("saving the RNG")?);
+            let next = tch::no_grad(|| layer.forward(&x, &cos, &sin, None, None, true));
+            inputs.push(x);
+            x = next;
+        }
+        let after_forward = rng("saving the RNG")?;
+        // 2. The head, with a graph from the last layer's output.
+        let last = x.detach().set_requires_grad(true);
+        let (loss, n) = self.head_loss(&self.norm.forward(&last), labels);
+        let loss_value = loss.double_value(&[]);
+        (loss * scale).backward();
+        let mut grad = last.grad(); // [b, t, h]
+        // 3. The layers in reverse, one recomputed graph alive at a time.
+        for (i, layer) in self.layers.iter().enumerate().rev() {
+            crate::ffi::set_rng_state(self.device, &states[i])?;
+            let input = inputs[i].detach().set_requires_grad(true);
+            let out = layer.forward(&input, &cos, &sin, None, None, true);
+            crate::ffi::backward_with_grad(&[&out], &[&grad])?;
+            grad = input.grad();
+            inputs[i] = Tensor::new();
+        }
+        // 4. The embedding, when it trains (full fine-tuning).
+        if self.embed_tokens.requires_grad() {
+            let emb = self.embed_tokens.embedding_renorm_ok(ids);
+            crate::ffi::backward_with_grad(&[&emb], &[&grad])?;
+        }
+        // Later draws continue as if the layers had run once.
+        crate::ffi::set_rng_state(self.device, &after_forward)?;
+        Ok((loss_value, n))
     }
 
     /// Logits of the last position of each row, for generation. ids: [b, t] → [b, V]

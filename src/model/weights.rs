@@ -43,14 +43,14 @@ fn dtype_of(k: Kind) -> Result<Dtype> {
     })
 }
 
-/// Reads one safetensors file. Floating-point tensors are converted to `float_kind` when given;
-/// integer tensors (NF4 bytes, ids) keep theirs. `keep` filters names before any copy.
-pub fn read_file(path: &Path, float_kind: Option<Kind>, device: Device, keep: &dyn Fn(&str) -> bool) -> Result<Weights> {
+/// Hands each tensor of one safetensors file to `f`, one at a time, as stored (dtype and CPU),
+/// copied out of the memory map only when `keep` accepts its name. Memory stays at one tensor
+/// beyond what `f` keeps: QLoRA quantizes a checkpoint layer by layer this way.
+pub fn visit_file(path: &Path, keep: &dyn Fn(&str) -> bool, f: &mut dyn FnMut(String, Tensor) -> Result<()>) -> Result<()> {
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     // SAFETY: the file is opened read-only and not modified while mapped.
     let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {}", path.display()))?;
     let st = SafeTensors::deserialize(&mmap).map_err(|e| anyhow::anyhow!("{} is not a valid safetensors file: {e:?}", path.display()))?;
-    let mut out = Weights::new();
     for (name, view) in st.tensors() {
         if !keep(&name) {
             continue;
@@ -58,21 +58,38 @@ pub fn read_file(path: &Path, float_kind: Option<Kind>, device: Device, keep: &d
         let kind = kind_of(view.dtype()).with_context(|| format!("{}: tensor {name}", path.display()))?;
         let shape: Vec<i64> = view.shape().iter().map(|&s| s as i64).collect();
         let t = Tensor::f_from_data_size(view.data(), &shape, kind).with_context(|| format!("{}: tensor {name}", path.display()))?;
-        let t = match float_kind {
-            Some(fk) if matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) && kind != fk => t.to_kind(fk),
-            _ => t,
-        };
-        out.insert(name, if device == Device::Cpu { t } else { t.to_device(device) });
+        f(name, t)?;
     }
+    Ok(())
+}
+
+/// Converts floating-point tensors to `float_kind` (when given) and moves to `device`; integer
+/// tensors (NF4 bytes, ids) keep their kind.
+pub fn convert(t: Tensor, float_kind: Option<Kind>, device: Device) -> Tensor {
+    let t = match float_kind {
+        Some(fk) if matches!(t.kind(), Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) && t.kind() != fk => t.to_kind(fk),
+        _ => t,
+    };
+    if device == Device::Cpu { t } else { t.to_device(device) }
+}
+
+/// Reads one safetensors file. Floating-point tensors are converted to `float_kind` when given;
+/// integer tensors (NF4 bytes, ids) keep theirs. `keep` filters names before any copy.
+pub fn read_file(path: &Path, float_kind: Option<Kind>, device: Device, keep: &dyn Fn(&str) -> bool) -> Result<Weights> {
+    let mut out = Weights::new();
+    visit_file(path, keep, &mut |name, t| {
+        out.insert(name, convert(t, float_kind, device));
+        Ok(())
+    })?;
     Ok(out)
 }
 
-/// Reads a model folder's weights: `model.safetensors`, or the shards named by
+/// The safetensors files of a model folder: `model.safetensors`, or the shards named by
 /// `model.safetensors.index.json`.
-pub fn read_model_dir(dir: &Path, float_kind: Option<Kind>, device: Device, keep: &dyn Fn(&str) -> bool) -> Result<Weights> {
+pub fn model_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     let single = dir.join("model.safetensors");
     if single.exists() {
-        return read_file(&single, float_kind, device, keep);
+        return Ok(vec![single]);
     }
     let index = dir.join("model.safetensors.index.json");
     if !index.exists() {
@@ -86,12 +103,19 @@ pub fn read_model_dir(dir: &Path, float_kind: Option<Kind>, device: Device, keep
     let mut shards: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
     shards.sort_unstable();
     shards.dedup();
+    shards
+        .into_iter()
+        .map(|shard| {
+            let path = dir.join(shard);
+            if path.exists() { Ok(path) } else { bail!("shard {} named by {} is missing", path.display(), index.display()) }
+        })
+        .collect()
+}
+
+/// Reads a model folder's weights (single file or shards).
+pub fn read_model_dir(dir: &Path, float_kind: Option<Kind>, device: Device, keep: &dyn Fn(&str) -> bool) -> Result<Weights> {
     let mut out = Weights::new();
-    for shard in shards {
-        let path = dir.join(shard);
-        if !path.exists() {
-            bail!("shard {} named by {} is missing", path.display(), index.display());
-        }
+    for path in model_files(dir)? {
         out.extend(read_file(&path, float_kind, device, keep)?);
     }
     Ok(out)

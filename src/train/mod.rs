@@ -24,7 +24,7 @@ use self::optim::{clip_grad_norm, AdamW};
 use crate::adapt::peft::{self, LoraSpec};
 use crate::model::qwen3::{DecoderConfig, Qwen3};
 use crate::model::tokenizer::TokenizerBundle;
-use crate::model::{self as models, source};
+use crate::model::{self as models, source, QuantSpec};
 use crate::recipe::{Cadence, LoadedRecipe, Method, Precision};
 use crate::run::{write_atomic, RunDir};
 
@@ -72,12 +72,13 @@ pub fn kind_of(p: Precision) -> Kind {
 /// and written as an HF folder into the run, so it can be reloaded, compared and shared.
 pub fn base_model(recipe: &LoadedRecipe, run: &RunDir, tok: &TokenizerBundle, kind: Kind, device: Device) -> Result<(Qwen3, PathBuf)> {
     let files = source::resolve(recipe, true)?;
+    let quant = quant_spec(recipe);
     match files.dir {
-        Some(dir) => Ok((models::load_decoder(&dir, kind, device)?, dir)),
+        Some(dir) => Ok((models::load_base(&dir, quant, kind, device)?, dir)),
         None => {
             let dir = run.path("base_model");
             if dir.join("model.safetensors").exists() {
-                return Ok((models::load_decoder(&dir, kind, device)?, dir));
+                return Ok((models::load_base(&dir, quant, kind, device)?, dir));
             }
             let mut config = files.config.context("source: random needs model.config")?;
             // The vocabulary is the tokenizer's; every other key must be in the recipe's config.
@@ -89,9 +90,23 @@ pub fn base_model(recipe: &LoadedRecipe, run: &RunDir, tok: &TokenizerBundle, ki
             let mut w = Qwen3::random_weights(&cfg, kind, device);
             let model = Qwen3::from_weights(cfg, &mut w, kind, device)?;
             models::save_decoder(&model, &dir, Some(tok))?;
-            Ok((model, dir))
+            match quant {
+                // QLoRA quantizes the saved 16-bit base as it would any checkpoint.
+                Some(_) => Ok((models::load_base(&dir, quant, kind, device)?, dir)),
+                None => Ok((model, dir)),
+            }
         }
     }
+}
+
+/// QLoRA's storage of the base (`finetune.quantization`); None for full fine-tuning and LoRA.
+pub fn quant_spec(recipe: &LoadedRecipe) -> Option<QuantSpec> {
+    let f = &recipe.recipe.finetune;
+    (f.method == Method::Qlora).then(|| QuantSpec {
+        blocksize: f.quantization.blocksize as i64,
+        double_quant: f.quantization.bnb_4bit_use_double_quant,
+        compute: kind_of(f.quantization.bnb_4bit_compute_dtype),
+    })
 }
 
 fn lora_spec(recipe: &LoadedRecipe) -> LoraSpec {
@@ -170,12 +185,6 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
     let started = Instant::now();
     let device = device_of(&t.device);
     let kind = kind_of(t.precision);
-    if r.finetune.method == Method::Qlora {
-        bail!("finetune.method qlora needs the 4-bit base (NF4), which is not in this build yet; use lora for a 16-bit base");
-    }
-    if t.gradient_checkpointing {
-        bail!("training.gradient_checkpointing is not in this build yet; set it to false (activations are kept)");
-    }
 
     // 1. Data, prepared by `steptune prepare`, and its tokenizer.
     let train = read_prepared(&run.path("prepared/train.jsonl"))?;
@@ -277,10 +286,16 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
             let targets: i64 = batches.iter().map(|b| b.n_targets).sum::<i64>().max(1);
             let mut step_loss = 0.0;
             for b in &batches {
-                let (loss, _) = model.loss_sum(&b.input_ids, &b.labels, true);
-                let scaled = loss / targets as f64;
-                step_loss += scaled.double_value(&[]);
-                scaled.backward();
+                let scale = 1.0 / targets as f64;
+                if t.gradient_checkpointing {
+                    let (loss, _) = model.loss_sum_backward_checkpointed(&b.input_ids, &b.labels, scale)?;
+                    step_loss += loss * scale;
+                } else {
+                    let (loss, _) = model.loss_sum(&b.input_ids, &b.labels, true);
+                    let scaled = loss * scale;
+                    step_loss += scaled.double_value(&[]);
+                    scaled.backward();
+                }
                 tokens_seen += b.n_tokens;
             }
             if !step_loss.is_finite() {
