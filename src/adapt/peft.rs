@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tch::{Kind, Tensor};
 
 use super::lora::{Base, LoraBranch};
-use crate::model::qwen3::Qwen3;
+use crate::model::Model;
 use crate::model::weights;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -25,51 +25,54 @@ fn short(name: &str) -> &str {
 }
 
 /// Puts a fresh LoRA branch (peft's init) on every targeted projection and freezes the base.
-pub fn attach(model: &mut Qwen3, spec: &LoraSpec) -> Result<()> {
-    let known = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+pub fn attach(model: &mut dyn Model, spec: &LoraSpec) -> Result<()> {
+    let mut known: Vec<String> = model.projections().iter().map(|(n, _)| short(n).to_string()).collect();
+    known.sort();
+    known.dedup();
     for t in &spec.targets {
-        if !known.contains(&t.as_str()) {
+        if !known.contains(t) {
             bail!("LoRA target `{t}` is not a projection of this model (it has {})", known.join(", "));
         }
     }
     freeze_base(model);
-    let (kind, device) = (model.kind, model.device);
-    for layer in &mut model.layers {
-        for (name, lin) in Qwen3::linears_of_mut(layer) {
-            if spec.targets.iter().any(|t| t == short(name)) {
-                lin.lora = Some(LoraBranch::new(lin.in_features(), lin.out_features(), spec.r, spec.alpha, spec.dropout, kind, device));
-            }
+    let (kind, device) = (model.kind(), model.device());
+    for (name, lin) in model.projections_mut() {
+        if spec.targets.iter().any(|t| t == short(&name)) {
+            lin.lora = Some(LoraBranch::new(lin.in_features(), lin.out_features(), spec.r, spec.alpha, spec.dropout, kind, device));
         }
     }
     Ok(())
 }
 
 /// No base tensor receives gradients (LoRA and QLoRA train only the branches).
-pub fn freeze_base(model: &mut Qwen3) {
+pub fn freeze_base(model: &dyn Model) {
     for (_, t) in model.dense_weights() {
         let _ = t.set_requires_grad(false);
     }
 }
 
+/// peft's name of a module's LoRA tensors: `base_model.model.` + the checkpoint module name.
+fn peft_prefix(module: &str) -> String {
+    format!("base_model.model.{module}")
+}
+
 /// Every LoRA tensor under its PEFT name.
-pub fn named_lora(model: &Qwen3) -> Vec<(String, Tensor)> {
+pub fn named_lora(model: &dyn Model) -> Vec<(String, Tensor)> {
     let mut out = Vec::new();
-    for (i, layer) in model.layers.iter().enumerate() {
-        for (name, lin) in model.linears_of(layer) {
-            if let Some(l) = &lin.lora {
-                let base = format!("base_model.model.model.layers.{i}.{name}");
-                out.push((format!("{base}.lora_A.weight"), l.a.shallow_clone()));
-                out.push((format!("{base}.lora_B.weight"), l.b.shallow_clone()));
-            }
+    for (name, lin) in model.projections() {
+        if let Some(l) = &lin.lora {
+            let base = peft_prefix(&name);
+            out.push((format!("{base}.lora_A.weight"), l.a.shallow_clone()));
+            out.push((format!("{base}.lora_B.weight"), l.b.shallow_clone()));
         }
     }
     out
 }
 
-pub fn adapter_config(spec: &LoraSpec, base_model: &str) -> Value {
+pub fn adapter_config(spec: &LoraSpec, base_model: &str, task_type: &str) -> Value {
     json!({
         "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
+        "task_type": task_type,
         "base_model_name_or_path": base_model,
         "r": spec.r,
         "lora_alpha": spec.alpha,
@@ -91,7 +94,7 @@ pub fn adapter_config(spec: &LoraSpec, base_model: &str) -> Value {
 }
 
 /// Writes `adapter_config.json` and `adapter_model.safetensors` into `dir`.
-pub fn save_adapter(model: &Qwen3, spec: &LoraSpec, base_model: &str, dir: &Path) -> Result<()> {
+pub fn save_adapter(model: &dyn Model, spec: &LoraSpec, base_model: &str, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let named = named_lora(model);
     if named.is_empty() {
@@ -99,11 +102,11 @@ pub fn save_adapter(model: &Qwen3, spec: &LoraSpec, base_model: &str, dir: &Path
     }
     let refs: Vec<(String, &Tensor)> = named.iter().map(|(n, t)| (n.clone(), t)).collect();
     weights::write_file(&dir.join("adapter_model.safetensors"), &refs)?;
-    crate::run::write_atomic(&dir.join("adapter_config.json"), serde_json::to_string_pretty(&adapter_config(spec, base_model))?.as_bytes())
+    crate::run::write_atomic(&dir.join("adapter_config.json"), serde_json::to_string_pretty(&adapter_config(spec, base_model, model.peft_task_type()))?.as_bytes())
 }
 
 /// Reads a PEFT LoRA adapter (written by peft or by steptune) and attaches it to `model`.
-pub fn load_adapter(model: &mut Qwen3, dir: &Path) -> Result<LoraSpec> {
+pub fn load_adapter(model: &mut dyn Model, dir: &Path) -> Result<LoraSpec> {
     let cfg_path = dir.join("adapter_config.json");
     let cfg: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).with_context(|| format!("cannot read {}", cfg_path.display()))?)
         .with_context(|| format!("{} is not valid JSON", cfg_path.display()))?;
@@ -124,25 +127,23 @@ pub fn load_adapter(model: &mut Qwen3, dir: &Path) -> Result<LoraSpec> {
         _ => bail!("{}: no target_modules", cfg_path.display()),
     };
     let spec = LoraSpec { r, alpha, dropout, targets };
-    let mut w = weights::read_file(&dir.join("adapter_model.safetensors"), Some(model.kind), model.device, &|_| true)?;
+    let (kind, device) = (model.kind(), model.device());
+    let mut w = weights::read_file(&dir.join("adapter_model.safetensors"), Some(kind), device, &|_| true)?;
     freeze_base(model);
-    let kind = model.kind;
-    for (i, layer) in model.layers.iter_mut().enumerate() {
-        for (name, lin) in Qwen3::linears_of_mut(layer) {
-            let base = format!("base_model.model.model.layers.{i}.{name}");
-            // peft writes the names without the adapter name; some versions keep `.default`.
-            let a = w.remove(&format!("{base}.lora_A.weight")).or_else(|| w.remove(&format!("{base}.lora_A.default.weight")));
-            let b = w.remove(&format!("{base}.lora_B.weight")).or_else(|| w.remove(&format!("{base}.lora_B.default.weight")));
-            match (a, b) {
-                (Some(a), Some(b)) => {
-                    if a.size() != [r, lin.in_features()] || b.size() != [lin.out_features(), r] {
-                        bail!("{base}: adapter shapes {:?} / {:?} do not fit the layer [{}, {}] with r = {r}", a.size(), b.size(), lin.out_features(), lin.in_features());
-                    }
-                    lin.lora = Some(LoraBranch { a: a.to_kind(kind).set_requires_grad(true), b: b.to_kind(kind).set_requires_grad(true), scaling: alpha / r as f64, dropout });
+    for (name, lin) in model.projections_mut() {
+        let base = peft_prefix(&name);
+        // peft writes the names without the adapter name; some versions keep `.default`.
+        let a = w.remove(&format!("{base}.lora_A.weight")).or_else(|| w.remove(&format!("{base}.lora_A.default.weight")));
+        let b = w.remove(&format!("{base}.lora_B.weight")).or_else(|| w.remove(&format!("{base}.lora_B.default.weight")));
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                if a.size() != [r, lin.in_features()] || b.size() != [lin.out_features(), r] {
+                    bail!("{base}: adapter shapes {:?} / {:?} do not fit the layer [{}, {}] with r = {r}", a.size(), b.size(), lin.out_features(), lin.in_features());
                 }
-                (None, None) => {}
-                _ => bail!("{base}: the adapter has only one of lora_A and lora_B"),
+                lin.lora = Some(LoraBranch { a: a.to_kind(kind).set_requires_grad(true), b: b.to_kind(kind).set_requires_grad(true), scaling: alpha / r as f64, dropout });
             }
+            (None, None) => {}
+            _ => bail!("{base}: the adapter has only one of lora_A and lora_B"),
         }
     }
     if !w.is_empty() {
@@ -153,17 +154,15 @@ pub fn load_adapter(model: &mut Qwen3, dir: &Path) -> Result<LoraSpec> {
 }
 
 /// Folds every LoRA branch into its base weight (W += B·A·scaling) and removes the branches.
-pub fn merge(model: &mut Qwen3) {
+pub fn merge(model: &mut dyn Model) {
     let _guard = tch::no_grad_guard();
-    let model_kind = model.kind;
-    for layer in &mut model.layers {
-        for (_, lin) in Qwen3::linears_of_mut(layer) {
-            if let Some(l) = lin.lora.take() {
-                // A 4-bit base merges into its dequantized weight: the result is a 16-bit layer.
-                let w = lin.weight();
-                let kind = if lin.dense_weight().is_some() { w.kind() } else { model_kind };
-                lin.base = Base::Dense((w.to_kind(Kind::Float) + l.delta().to_kind(Kind::Float)).to_kind(kind));
-            }
+    let model_kind = model.kind();
+    for (_, lin) in model.projections_mut() {
+        if let Some(l) = lin.lora.take() {
+            // A 4-bit base merges into its dequantized weight: the result is a 16-bit layer.
+            let w = lin.weight();
+            let kind = if lin.dense_weight().is_some() { w.kind() } else { model_kind };
+            lin.base = Base::Dense((w.to_kind(Kind::Float) + l.delta().to_kind(Kind::Float)).to_kind(kind));
         }
     }
 }

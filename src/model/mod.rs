@@ -9,11 +9,81 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
+use crate::adapt::lora::Linear;
 use crate::adapt::nf4;
 use crate::recipe::Architecture;
 use qwen3::{DecoderConfig, Qwen3};
+
+/// One micro-batch as the training loop hands it to a model. Decoder-only: `input_ids` and
+/// `labels` are the same right-padded sequence, [b, t]. Encoder-decoder: `input_ids` [b, s] is
+/// the source with its `attention_mask`, `labels` [b, t] the target; -100 marks unlabelled places.
+pub struct Batch {
+    pub input_ids: Tensor,
+    pub attention_mask: Tensor,
+    pub labels: Tensor,
+    /// Labels the loss counts (decoder-only: after the first position, which predicts nothing).
+    pub n_targets: i64,
+    pub n_tokens: i64,
+}
+
+/// What the pipeline needs from a network, whatever its architecture: the training loop, LoRA
+/// and checkpoint writing go through this, so none of them forks per model.
+pub trait Model {
+    fn kind(&self) -> Kind;
+    fn device(&self) -> Device;
+    /// Every base tensor under its checkpoint name (4-bit ones dequantized), for saving.
+    fn named_weights(&self) -> Vec<(String, Tensor)>;
+    /// The base tensors held dense (what trains in full fine-tuning, what LoRA freezes).
+    fn dense_weights(&self) -> Vec<(String, Tensor)>;
+    /// Every projection LoRA can adapt, under its checkpoint module name
+    /// (`model.layers.0.self_attn.q_proj`, `encoder.block.0.layer.0.SelfAttention.q`).
+    fn projections(&self) -> Vec<(String, &Linear)>;
+    fn projections_mut(&mut self) -> Vec<(String, &mut Linear)>;
+    /// peft's `task_type` for adapters of this model.
+    fn peft_task_type(&self) -> &'static str;
+    /// The loss summed over labelled tokens, and their count.
+    fn loss_sum(&self, batch: &Batch, train: bool) -> (Tensor, i64);
+    /// Gradient checkpointing: `loss_sum` in training mode with the gradient of `loss · scale`
+    /// already accumulated; returns the summed loss and the count.
+    fn loss_sum_backward_checkpointed(&self, batch: &Batch, scale: f64) -> Result<(f64, i64)>;
+    /// Writes an HF folder (config, weights, tokenizer) that transformers loads.
+    fn save(&self, dir: &Path, tok: Option<&tokenizer::TokenizerBundle>) -> Result<()>;
+}
+
+impl Model for Qwen3 {
+    fn kind(&self) -> Kind {
+        self.kind
+    }
+    fn device(&self) -> Device {
+        self.device
+    }
+    fn named_weights(&self) -> Vec<(String, Tensor)> {
+        Qwen3::named_weights(self)
+    }
+    fn dense_weights(&self) -> Vec<(String, Tensor)> {
+        Qwen3::dense_weights(self)
+    }
+    fn projections(&self) -> Vec<(String, &Linear)> {
+        self.layers.iter().enumerate().flat_map(|(i, l)| self.linears_of(l).map(|(n, lin)| (format!("model.layers.{i}.{n}"), lin))).collect()
+    }
+    fn projections_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        self.layers.iter_mut().enumerate().flat_map(|(i, l)| Qwen3::linears_of_mut(l).map(|(n, lin)| (format!("model.layers.{i}.{n}"), lin))).collect()
+    }
+    fn peft_task_type(&self) -> &'static str {
+        "CAUSAL_LM"
+    }
+    fn loss_sum(&self, batch: &Batch, train: bool) -> (Tensor, i64) {
+        Qwen3::loss_sum(self, &batch.input_ids, &batch.labels, train)
+    }
+    fn loss_sum_backward_checkpointed(&self, batch: &Batch, scale: f64) -> Result<(f64, i64)> {
+        Qwen3::loss_sum_backward_checkpointed(self, &batch.input_ids, &batch.labels, scale)
+    }
+    fn save(&self, dir: &Path, tok: Option<&tokenizer::TokenizerBundle>) -> Result<()> {
+        save_decoder(self, dir, tok)
+    }
+}
 
 pub fn read_config(dir: &Path) -> Result<serde_json::Value> {
     let p = dir.join("config.json");
