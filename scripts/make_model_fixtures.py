@@ -438,9 +438,11 @@ def main():
     if not Path("Cargo.toml").exists() or not Path("scripts").is_dir():
         sys.exit("run from the repository root")
     torch.set_num_threads(1)
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True)
+    # Only this script's outputs: tests/fixtures/models also holds make_t5_fixtures.py's.
+    for name in MODELS:
+        if (OUT / name).exists():
+            shutil.rmtree(OUT / name)
+    OUT.mkdir(parents=True, exist_ok=True)
 
     summary = {}
     for name, (cfg_cls, model_cls, seed, kwargs) in MODELS.items():

@@ -22,8 +22,9 @@ impl Default for GenerateConfig {
     }
 }
 
+/// The next token under `cfg` (argmax, or a sample after temperature, top-k and top-p).
 /// logits: [b, V] → next ids [b]
-fn choose(logits: &Tensor, cfg: &GenerateConfig) -> Tensor {
+pub fn choose(logits: &Tensor, cfg: &GenerateConfig) -> Tensor {
     if !cfg.do_sample {
         return logits.argmax(-1, false);
     }

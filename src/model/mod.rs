@@ -2,6 +2,7 @@
 pub mod generate;
 pub mod qwen3;
 pub mod source;
+pub mod t5;
 pub mod tokenizer;
 pub mod weights;
 
@@ -15,6 +16,7 @@ use crate::adapt::lora::Linear;
 use crate::adapt::nf4;
 use crate::recipe::Architecture;
 use qwen3::{DecoderConfig, Qwen3};
+use t5::{T5Config, T5};
 
 /// One micro-batch as the training loop hands it to a model. Decoder-only: `input_ids` and
 /// `labels` are the same right-padded sequence, [b, t]. Encoder-decoder: `input_ids` [b, s] is
@@ -214,6 +216,42 @@ pub fn save_decoder(model: &Qwen3, dir: &Path, tok: Option<&tokenizer::Tokenizer
     let config = model.cfg.to_hf_json(bos, eos, pad, kind_name(model.kind));
     crate::run::write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
     let gen = serde_json::json!({"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad, "do_sample": false});
+    crate::run::write_atomic(&dir.join("generation_config.json"), serde_json::to_string_pretty(&gen)?.as_bytes())?;
+    let named = model.named_weights();
+    let refs: Vec<(String, &tch::Tensor)> = named.iter().map(|(n, t)| (n.clone(), t)).collect();
+    weights::write_file(&dir.join("model.safetensors"), &refs)?;
+    if let Some(k) = tok {
+        k.save(dir)?;
+    }
+    Ok(())
+}
+
+/// Loads a T5 / flan-t5 model from an HF folder, weights converted to `kind` on `device`.
+pub fn load_t5(dir: &Path, kind: Kind, device: Device) -> Result<T5> {
+    let config = read_config(dir)?;
+    let t = config.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
+    if t != "t5" {
+        anyhow::bail!("{}: model_type `{t}` is not t5", dir.display());
+    }
+    let cfg = T5Config::from_json(&config).with_context(|| dir.display().to_string())?;
+    let mut w = weights::read_model_dir(dir, Some(kind), device, &|_| true)?;
+    let model = T5::from_weights(cfg, &mut w, kind, device).with_context(|| dir.display().to_string())?;
+    if !w.is_empty() {
+        let names: Vec<&String> = w.keys().take(5).collect();
+        anyhow::bail!("{}: {} checkpoint tensors were not used (for example {names:?}): is this the right architecture?", dir.display(), w.len());
+    }
+    Ok(model)
+}
+
+/// Writes an HF folder transformers loads as T5ForConditionalGeneration: config.json,
+/// generation_config.json (start token pad, eos), model.safetensors and, when given, the
+/// tokenizer files.
+pub fn save_t5(model: &T5, dir: &Path, tok: Option<&tokenizer::TokenizerBundle>) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let config = model.cfg.to_hf_json(kind_name(model.kind));
+    crate::run::write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
+    let c = &model.cfg;
+    let gen = serde_json::json!({"decoder_start_token_id": c.decoder_start_token_id, "eos_token_id": c.eos_token_id, "pad_token_id": c.pad_token_id, "do_sample": false});
     crate::run::write_atomic(&dir.join("generation_config.json"), serde_json::to_string_pretty(&gen)?.as_bytes())?;
     let named = model.named_weights();
     let refs: Vec<(String, &tch::Tensor)> = named.iter().map(|(n, t)| (n.clone(), t)).collect();
