@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use steptune::data::prepare;
-use steptune::model::generate::{ChatGenerator, GenerateConfig};
+use steptune::model::generate::{TextGenerator, GenerateConfig};
 use steptune::model::tokenizer::TokenizerBundle;
 use steptune::recipe::LoadedRecipe;
 use steptune::run::RunDir;
@@ -223,12 +223,12 @@ fn score_cmd(pred: &std::path::Path, reference: &std::path::Path, json: bool, no
 
 fn generate_cmd(a: GenerateArgs) -> Result<()> {
     let device = train::device_of(&a.device);
-    let mut model = steptune::model::load_decoder(&a.model, tch::Kind::Float, device)?;
+    let mut model = steptune::model::load_model(&a.model, None, tch::Kind::Float, device)?;
     if let Some(ad) = &a.adapter {
-        steptune::adapt::peft::load_adapter(&mut model, ad)?;
+        steptune::adapt::peft::load_adapter(model.as_mut(), ad)?;
     }
     let tok = TokenizerBundle::from_dir(&a.model)?;
-    let gen = ChatGenerator::new(&model, &tok, a.system.clone())?;
+    let gen = TextGenerator::new(model.as_ref(), &tok, a.system.clone())?;
     let cfg = GenerateConfig {
         max_new_tokens: a.max_new_tokens,
         do_sample: a.do_sample,
@@ -266,11 +266,11 @@ struct GenerateArgs {
 }
 
 fn merge_cmd(model_dir: &std::path::Path, adapter: &std::path::Path, out: &std::path::Path) -> Result<()> {
-    let mut model = steptune::model::load_decoder(model_dir, tch::Kind::Float, tch::Device::Cpu)?;
-    steptune::adapt::peft::load_adapter(&mut model, adapter)?;
-    steptune::adapt::peft::merge(&mut model);
+    let mut model = steptune::model::load_model(model_dir, None, tch::Kind::Float, tch::Device::Cpu)?;
+    steptune::adapt::peft::load_adapter(model.as_mut(), adapter)?;
+    steptune::adapt::peft::merge(model.as_mut());
     let tok = TokenizerBundle::from_dir(model_dir).ok();
-    steptune::model::save_decoder(&model, out, tok.as_ref())?;
+    model.save(out, tok.as_ref())?;
     eprintln!("merge: wrote {}", out.display());
     Ok(())
 }

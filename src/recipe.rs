@@ -348,7 +348,7 @@ impl Default for TrainTokenizer {
 
 pub const ALL_TARGET_MODULES: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 /// T5's projection names, so LoRA on T5 goes through the same adapter code.
-pub const T5_TARGET_MODULES: [&str; 7] = ["q", "k", "v", "o", "wi", "wi_0", "wi_1"];
+pub const T5_TARGET_MODULES: [&str; 8] = ["q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo"];
 
 impl Default for FinetuneSection {
     fn default() -> Self {

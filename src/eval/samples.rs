@@ -1,27 +1,27 @@
 //! What evaluation needs from a trained run: the tuned model and the generation settings.
 use anyhow::Result;
 
-use crate::model::generate::{ChatGenerator, GenerateConfig};
-use crate::model::qwen3::Qwen3;
+use crate::model::generate::{TextGenerator, GenerateConfig};
+use crate::model::Model;
 use crate::recipe::{LoadedRecipe, Method};
 use crate::train::{device_of, kind_of, TrainOutcome};
 
-/// The tuned model: the trained folder (full fine-tuning) or the base with the adapter.
-pub fn load_tuned(recipe: &LoadedRecipe, out: &TrainOutcome) -> Result<Qwen3> {
+/// The tuned model: the trained folder (full fine-tuning) or the base with the adapter (QLoRA:
+/// the 4-bit base it trained on).
+pub fn load_tuned(recipe: &LoadedRecipe, out: &TrainOutcome) -> Result<Box<dyn Model>> {
     let t = &recipe.recipe.training;
     let (kind, device) = (kind_of(t.precision), device_of(&t.device));
     match recipe.recipe.finetune.method {
-        Method::Full => crate::model::load_decoder(&out.output, kind, device),
+        Method::Full => crate::model::load_model(&out.output, None, kind, device),
         _ => {
-            // QLoRA evaluates what it trained: the 4-bit base with the adapter.
-            let mut m = crate::model::load_base(&out.base, crate::train::quant_spec(recipe), kind, device)?;
-            crate::adapt::peft::load_adapter(&mut m, &out.output)?;
+            let mut m = crate::model::load_model(&out.base, crate::train::quant_spec(recipe), kind, device)?;
+            crate::adapt::peft::load_adapter(m.as_mut(), &out.output)?;
             Ok(m)
         }
     }
 }
 
-pub fn generation_config(recipe: &LoadedRecipe, gen: &ChatGenerator) -> GenerateConfig {
+pub fn generation_config(recipe: &LoadedRecipe, gen: &TextGenerator) -> GenerateConfig {
     let e = &recipe.recipe.eval;
     GenerateConfig {
         max_new_tokens: e.max_new_tokens,

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::samples::{generation_config, load_tuned};
 use super::score::{score_pairs, CorpusScores, Pair, Scored};
 use super::wordnet::WordNet;
-use crate::model::generate::{ChatGenerator, Generated};
+use crate::model::generate::{TextGenerator, Generated};
 use crate::model::tokenizer::TokenizerBundle;
 use crate::recipe::{LoadedRecipe, Metric};
 use crate::run::{write_atomic, RunDir};
@@ -80,10 +80,10 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir) -> Result<PathBuf> {
     let t = &r.training;
     let mut models = vec![("tuned".to_string(), load_tuned(recipe, &outcome)?)];
     if r.eval.compare_base {
-        models.insert(0, ("base".to_string(), crate::model::load_base(&outcome.base, crate::train::quant_spec(recipe), kind_of(t.precision), device_of(&t.device))?));
+        models.insert(0, ("base".to_string(), crate::model::load_model(&outcome.base, crate::train::quant_spec(recipe), kind_of(t.precision), device_of(&t.device))?));
     }
     for (name, model) in &models {
-        let gen = ChatGenerator::new(model, &tok, r.model.system_prompt.clone())?;
+        let gen = TextGenerator::new(model.as_ref(), &tok, r.model.system_prompt.clone())?;
         let cfg = generation_config(recipe, &gen);
         tch::manual_seed(r.seed as i64);
         let started = std::time::Instant::now();

@@ -3,6 +3,8 @@
 use tch::{Kind, Tensor};
 
 use super::qwen3::{attention_mask, positions_from_mask, KvCache, Qwen3};
+use super::source::ModelKind;
+use super::Model;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateConfig {
@@ -106,21 +108,27 @@ pub struct Generated {
     pub steps: Vec<String>,
 }
 
-/// Generation for chat prompts: the model's chat template with thinking off, batched, decoded
-/// without special tokens.
-pub struct ChatGenerator<'a> {
-    pub model: &'a Qwen3,
+/// Generation for user prompts, from text to text: decoder-only models read the prompt through
+/// their chat template (thinking off); encoder-decoders read the prompt itself with eos, as
+/// `prepare` encoded their sources. Batched; decoded without special tokens.
+pub struct TextGenerator<'a> {
+    pub model: &'a dyn Model,
     pub tok: &'a crate::model::tokenizer::TokenizerBundle,
-    pub template: crate::data::template::ChatTemplate,
+    /// The chat template (decoder-only models); None for encoder-decoders.
+    pub template: Option<crate::data::template::ChatTemplate>,
     pub system: Option<String>,
 }
 
-impl<'a> ChatGenerator<'a> {
-    pub fn new(model: &'a Qwen3, tok: &'a crate::model::tokenizer::TokenizerBundle, system: Option<String>) -> anyhow::Result<Self> {
-        Ok(ChatGenerator { model, tok, template: crate::data::template::ChatTemplate::from_tokenizer(tok)?, system })
+impl<'a> TextGenerator<'a> {
+    pub fn new(model: &'a dyn Model, tok: &'a crate::model::tokenizer::TokenizerBundle, system: Option<String>) -> anyhow::Result<Self> {
+        let template = match model.model_kind() {
+            ModelKind::Causal => Some(crate::data::template::ChatTemplate::from_tokenizer(tok)?),
+            ModelKind::Seq2Seq => None,
+        };
+        Ok(TextGenerator { model, tok, template, system })
     }
 
-    /// The ids that end a turn: the tokenizer's eos and, where present, `<|endoftext|>` and `<|im_end|>`.
+    /// The ids that end an answer: the tokenizer's eos and, where present, `<|endoftext|>` and `<|im_end|>`.
     pub fn stop_ids(&self) -> Vec<i64> {
         let mut ids: Vec<i64> = Vec::new();
         for t in [self.tok.eos_token.as_deref(), Some("<|im_end|>"), Some("<|endoftext|>")].into_iter().flatten() {
@@ -137,21 +145,30 @@ impl<'a> ChatGenerator<'a> {
         self.tok.pad_token.as_deref().and_then(|p| self.tok.token_id(p)).or_else(|| self.tok.eos_id().ok()).unwrap_or(0) as i64
     }
 
+    /// A prompt's token ids as the model reads it.
+    pub fn encode(&self, prompt: &str) -> anyhow::Result<Vec<i64>> {
+        let ids = match &self.template {
+            Some(template) => {
+                let text = template.render(&crate::data::template::chat_messages(self.system.as_deref(), prompt, None), true, false)?;
+                self.tok.tokenizer.encode(text.as_str(), false)
+            }
+            // The tokenizer's post-processor appends eos (T5's `</s>`), as for training sources.
+            None => self.tok.tokenizer.encode(prompt, true),
+        }
+        .map_err(|e| anyhow::anyhow!("tokenisation failed: {e}"))?;
+        Ok(ids.get_ids().iter().map(|&i| i as i64).collect())
+    }
+
     /// Generates for many prompts, `batch_size` at a time (prompts sorted by length so a batch
     /// pads little), and returns the answers in the prompts' order.
     pub fn generate(&self, prompts: &[String], cfg: &GenerateConfig, batch_size: usize) -> anyhow::Result<Vec<Generated>> {
-        let mut encoded = Vec::with_capacity(prompts.len());
-        for p in prompts {
-            let text = self.template.render(&crate::data::template::chat_messages(self.system.as_deref(), p, None), true, false)?;
-            let ids = self.tok.tokenizer.encode(text.as_str(), false).map_err(|e| anyhow::anyhow!("tokenisation failed: {e}"))?;
-            encoded.push(ids.get_ids().iter().map(|&i| i as i64).collect::<Vec<i64>>());
-        }
+        let encoded = prompts.iter().map(|p| self.encode(p)).collect::<anyhow::Result<Vec<_>>>()?;
         let mut order: Vec<usize> = (0..prompts.len()).collect();
         order.sort_by_key(|&i| encoded[i].len());
         let mut out: Vec<Option<Generated>> = vec![None; prompts.len()];
         for chunk in order.chunks(batch_size.max(1)) {
             let batch: Vec<Vec<i64>> = chunk.iter().map(|&i| encoded[i].clone()).collect();
-            for (&i, ids) in chunk.iter().zip(generate(self.model, &batch, cfg)) {
+            for (&i, ids) in chunk.iter().zip(self.model.generate(&batch, cfg)) {
                 let keep: Vec<u32> = ids.iter().filter(|t| !cfg.eos_ids.contains(t)).map(|&t| t as u32).collect();
                 let text = self.tok.tokenizer.decode(&keep, true).map_err(|e| anyhow::anyhow!("decoding failed: {e}"))?;
                 let text = text.trim().to_string();

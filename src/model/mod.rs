@@ -15,6 +15,7 @@ use tch::{Device, Kind, Tensor};
 use crate::adapt::lora::Linear;
 use crate::adapt::nf4;
 use crate::recipe::Architecture;
+use source::ModelKind;
 use qwen3::{DecoderConfig, Qwen3};
 use t5::{T5Config, T5};
 
@@ -35,6 +36,8 @@ pub struct Batch {
 pub trait Model {
     fn kind(&self) -> Kind;
     fn device(&self) -> Device;
+    /// Decoder-only (chat) or encoder-decoder: how prompts are encoded and batches collated.
+    fn model_kind(&self) -> ModelKind;
     /// Every base tensor under its checkpoint name (4-bit ones dequantized), for saving.
     fn named_weights(&self) -> Vec<(String, Tensor)>;
     /// The base tensors held dense (what trains in full fine-tuning, what LoRA freezes).
@@ -52,6 +55,9 @@ pub trait Model {
     fn loss_sum_backward_checkpointed(&self, batch: &Batch, scale: f64) -> Result<(f64, i64)>;
     /// Writes an HF folder (config, weights, tokenizer) that transformers loads.
     fn save(&self, dir: &Path, tok: Option<&tokenizer::TokenizerBundle>) -> Result<()>;
+    /// Generates for each prompt (token ids, unpadded) with a KV cache; returns only the new
+    /// tokens of each row, cut after its first eos (kept).
+    fn generate(&self, prompts: &[Vec<i64>], cfg: &generate::GenerateConfig) -> Vec<Vec<i64>>;
 }
 
 impl Model for Qwen3 {
@@ -76,6 +82,9 @@ impl Model for Qwen3 {
     fn peft_task_type(&self) -> &'static str {
         "CAUSAL_LM"
     }
+    fn model_kind(&self) -> ModelKind {
+        ModelKind::Causal
+    }
     fn loss_sum(&self, batch: &Batch, train: bool) -> (Tensor, i64) {
         Qwen3::loss_sum(self, &batch.input_ids, &batch.labels, train)
     }
@@ -84,6 +93,49 @@ impl Model for Qwen3 {
     }
     fn save(&self, dir: &Path, tok: Option<&tokenizer::TokenizerBundle>) -> Result<()> {
         save_decoder(self, dir, tok)
+    }
+    fn generate(&self, prompts: &[Vec<i64>], cfg: &generate::GenerateConfig) -> Vec<Vec<i64>> {
+        generate::generate(self, prompts, cfg)
+    }
+}
+
+impl Model for T5 {
+    fn kind(&self) -> Kind {
+        self.kind
+    }
+    fn device(&self) -> Device {
+        self.device
+    }
+    fn named_weights(&self) -> Vec<(String, Tensor)> {
+        T5::named_weights(self)
+    }
+    fn dense_weights(&self) -> Vec<(String, Tensor)> {
+        // T5 is never stored in 4 bits here: every base tensor is dense.
+        T5::named_weights(self)
+    }
+    fn projections(&self) -> Vec<(String, &Linear)> {
+        self.linears()
+    }
+    fn projections_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        self.linears_mut()
+    }
+    fn peft_task_type(&self) -> &'static str {
+        "SEQ_2_SEQ_LM"
+    }
+    fn model_kind(&self) -> ModelKind {
+        ModelKind::Seq2Seq
+    }
+    fn loss_sum(&self, batch: &Batch, train: bool) -> (Tensor, i64) {
+        T5::loss_sum(self, &batch.input_ids, &batch.attention_mask, &batch.labels, train)
+    }
+    fn loss_sum_backward_checkpointed(&self, _batch: &Batch, _scale: f64) -> Result<(f64, i64)> {
+        bail!("training.gradient_checkpointing is implemented for decoder-only models (Qwen3, Qwen2, Llama), not T5; set it to false")
+    }
+    fn save(&self, dir: &Path, tok: Option<&tokenizer::TokenizerBundle>) -> Result<()> {
+        save_t5(self, dir, tok)
+    }
+    fn generate(&self, prompts: &[Vec<i64>], cfg: &generate::GenerateConfig) -> Vec<Vec<i64>> {
+        T5::generate(self, prompts, cfg)
     }
 }
 
@@ -188,12 +240,20 @@ pub fn load_decoder_4bit(dir: &Path, spec: QuantSpec, kind: Kind, device: Device
     Ok(model)
 }
 
-/// The base model for a run: 4-bit projections when `quant` is given (QLoRA), else in `kind`.
-pub fn load_base(dir: &Path, quant: Option<QuantSpec>, kind: Kind, device: Device) -> Result<Qwen3> {
-    match quant {
-        Some(spec) => load_decoder_4bit(dir, spec, kind, device),
-        None => load_decoder(dir, kind, device),
+/// Any supported HF folder, by its config's `model_type`: T5 (encoder-decoder) or a decoder-only
+/// model, whose projections are stored in 4 bits when `quant` is given (QLoRA).
+pub fn load_model(dir: &Path, quant: Option<QuantSpec>, kind: Kind, device: Device) -> Result<Box<dyn Model>> {
+    let config = read_config(dir)?;
+    if config.get("model_type").and_then(|v| v.as_str()) == Some("t5") {
+        if quant.is_some() {
+            bail!("{}: QLoRA (finetune.method qlora) is implemented for decoder-only models; train T5 with method full or lora", dir.display());
+        }
+        return Ok(Box::new(load_t5(dir, kind, device)?));
     }
+    Ok(match quant {
+        Some(spec) => Box::new(load_decoder_4bit(dir, spec, kind, device)?),
+        None => Box::new(load_decoder(dir, kind, device)?),
+    })
 }
 
 pub fn kind_name(kind: Kind) -> &'static str {

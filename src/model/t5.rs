@@ -558,7 +558,7 @@ impl T5 {
             for (i, blk) in s.block.iter().enumerate() {
                 let p = format!("{stack}.block.{i}");
                 for (name, lin) in block_linears(blk, s.is_decoder) {
-                    out.push((format!("{p}.{name}.weight"), lin.weight.shallow_clone()));
+                    out.push((format!("{p}.{name}.weight"), lin.weight()));
                 }
                 if let Some(b) = &blk.self_attention.relative_attention_bias {
                     out.push((format!("{p}.layer.0.SelfAttention.relative_attention_bias.weight"), b.shallow_clone()));

@@ -6,7 +6,10 @@ use anyhow::{Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
+
+use crate::model::source::ModelKind;
+pub use crate::model::Batch;
 
 /// One example as training reads it from `prepared/*.jsonl`.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -50,35 +53,29 @@ pub fn epoch_batches(lengths: &[usize], batch_size: usize, group_by_length: bool
     batches
 }
 
-/// A padded batch for a decoder-only model. input_ids, labels: [b, t] (right padding; labels
-/// -100 on padding).
-pub struct Batch {
-    pub input_ids: Tensor,
-    pub labels: Tensor,
-    /// Labelled tokens that predict something (labels after the first position).
-    pub n_targets: i64,
-    pub n_tokens: i64,
-}
-
-pub fn collate(examples: &[&TrainExample], pad_id: i64, device: Device) -> Batch {
+/// Pads examples into one batch (right padding). Decoder-only: ids and labels share one length;
+/// the first label predicts nothing. Encoder-decoder: sources and targets are padded apart, and
+/// every label is a target.
+pub fn collate(examples: &[&TrainExample], pad_id: i64, kind: ModelKind, device: Device) -> Batch {
     let b = examples.len();
-    let t = examples.iter().map(|e| e.input_ids.len()).max().unwrap_or(1);
-    let mut ids = vec![pad_id; b * t];
-    let mut labels = vec![-100i64; b * t];
-    let (mut n_targets, mut n_tokens) = (0i64, 0i64);
-    for (r, e) in examples.iter().enumerate() {
-        ids[r * t..r * t + e.input_ids.len()].copy_from_slice(&e.input_ids);
-        labels[r * t..r * t + e.labels.len()].copy_from_slice(&e.labels);
-        n_targets += e.labels.iter().skip(1).filter(|&&l| l != -100).count() as i64;
-        n_tokens += e.input_ids.len() as i64;
-    }
-    let shape = [b as i64, t as i64];
-    Batch {
-        input_ids: Tensor::from_slice(&ids).view(shape).to_kind(Kind::Int64).to_device(device),
-        labels: Tensor::from_slice(&labels).view(shape).to_device(device),
-        n_targets,
-        n_tokens,
-    }
+    let pad = |rows: Vec<&[i64]>, value: i64| -> (Tensor, Tensor) {
+        let t = rows.iter().map(|r| r.len()).max().unwrap_or(1).max(1);
+        let mut data = vec![value; b * t];
+        let mut mask = vec![0i64; b * t];
+        for (i, r) in rows.iter().enumerate() {
+            data[i * t..i * t + r.len()].copy_from_slice(r);
+            mask[i * t..i * t + r.len()].iter_mut().for_each(|m| *m = 1);
+        }
+        let shape = [b as i64, t as i64];
+        (Tensor::from_slice(&data).view(shape).to_device(device), Tensor::from_slice(&mask).view(shape).to_device(device))
+    };
+    let (input_ids, attention_mask) = pad(examples.iter().map(|e| e.input_ids.as_slice()).collect(), pad_id);
+    // Decoder-only labels have their ids' lengths, so they pad to the same width.
+    let (labels, _) = pad(examples.iter().map(|e| e.labels.as_slice()).collect(), -100);
+    let skip = if kind == ModelKind::Causal { 1 } else { 0 };
+    let n_targets = examples.iter().map(|e| e.labels.iter().skip(skip).filter(|&&l| l != -100).count() as i64).sum();
+    let n_tokens = examples.iter().map(|e| (e.input_ids.len() + if kind == ModelKind::Seq2Seq { e.labels.len() } else { 0 }) as i64).sum();
+    Batch { input_ids, attention_mask, labels, n_targets, n_tokens }
 }
 
 #[cfg(test)]
@@ -103,10 +100,26 @@ mod tests {
     fn collate_pads_right_and_masks_labels() {
         let e1 = TrainExample { input_ids: vec![1, 2, 3], labels: vec![-100, 2, 3], group: String::new(), prompt: String::new(), output: String::new() };
         let e2 = TrainExample { input_ids: vec![4], labels: vec![4], group: String::new(), prompt: String::new(), output: String::new() };
-        let b = collate(&[&e1, &e2], 0, Device::Cpu);
+        let b = collate(&[&e1, &e2], 0, ModelKind::Causal, Device::Cpu);
         assert_eq!(b.input_ids.size(), [2, 3]);
         assert_eq!(Vec::<i64>::try_from(&b.input_ids.view([-1])).unwrap(), vec![1, 2, 3, 4, 0, 0]);
         assert_eq!(Vec::<i64>::try_from(&b.labels.view([-1])).unwrap(), vec![-100, 2, 3, 4, -100, -100]);
+        assert_eq!(Vec::<i64>::try_from(&b.attention_mask.view([-1])).unwrap(), vec![1, 1, 1, 1, 0, 0]);
         assert_eq!(b.n_targets, 2);
+    }
+
+    #[test]
+    fn collate_pads_seq2seq_sources_and_targets_apart() {
+        let e1 = TrainExample { input_ids: vec![5, 6, 1], labels: vec![7, 1], group: String::new(), prompt: String::new(), output: String::new() };
+        let e2 = TrainExample { input_ids: vec![8, 1], labels: vec![9, 10, 11, 1], group: String::new(), prompt: String::new(), output: String::new() };
+        let b = collate(&[&e1, &e2], 0, ModelKind::Seq2Seq, Device::Cpu);
+        assert_eq!(b.input_ids.size(), [2, 3]);
+        assert_eq!(b.labels.size(), [2, 4]);
+        assert_eq!(Vec::<i64>::try_from(&b.input_ids.view([-1])).unwrap(), vec![5, 6, 1, 8, 1, 0]);
+        assert_eq!(Vec::<i64>::try_from(&b.attention_mask.view([-1])).unwrap(), vec![1, 1, 1, 1, 1, 0]);
+        assert_eq!(Vec::<i64>::try_from(&b.labels.view([-1])).unwrap(), vec![7, 1, -100, -100, 9, 10, 11, 1]);
+        // Every target token counts (no shift inside the batch: the decoder input is shifted).
+        assert_eq!(b.n_targets, 6);
+        assert_eq!(b.n_tokens, 11);
     }
 }

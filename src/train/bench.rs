@@ -73,7 +73,7 @@ pub fn run(recipe: &LoadedRecipe, prepared: &std::path::Path, mode: &str, steps:
             }
         }
         let refs: Vec<_> = ex.iter().collect();
-        let b = collate(&refs, 0, device);
+        let b = collate(&refs, 0, source::ModelKind::Causal, device);
         let real: i64 = idx.iter().map(|&i| rows[i].input_ids.len() as i64).sum();
         let start = Instant::now();
         let loss = if mode == "padded" {

@@ -23,6 +23,9 @@ use self::checkpoint::TrainerState;
 use self::optim::{clip_grad_norm, AdamW};
 use crate::adapt::peft::{self, LoraSpec};
 use crate::model::qwen3::{DecoderConfig, Qwen3};
+use crate::model::source::ModelKind;
+use crate::model::t5::{T5Config, T5};
+use crate::model::Model;
 use crate::model::tokenizer::TokenizerBundle;
 use crate::model::{self as models, source, QuantSpec};
 use crate::recipe::{Cadence, LoadedRecipe, Method, Precision};
@@ -70,33 +73,40 @@ pub fn kind_of(p: Precision) -> Kind {
 
 /// The base model: from its HF folder, or (source: random) initialised from the recipe's config
 /// and written as an HF folder into the run, so it can be reloaded, compared and shared.
-pub fn base_model(recipe: &LoadedRecipe, run: &RunDir, tok: &TokenizerBundle, kind: Kind, device: Device) -> Result<(Qwen3, PathBuf)> {
+pub fn base_model(recipe: &LoadedRecipe, run: &RunDir, tok: &TokenizerBundle, kind: Kind, device: Device) -> Result<(Box<dyn Model>, PathBuf)> {
     let files = source::resolve(recipe, true)?;
     let quant = quant_spec(recipe);
-    match files.dir {
-        Some(dir) => Ok((models::load_base(&dir, quant, kind, device)?, dir)),
-        None => {
-            let dir = run.path("base_model");
-            if dir.join("model.safetensors").exists() {
-                return Ok((models::load_base(&dir, quant, kind, device)?, dir));
+    if let Some(dir) = files.dir {
+        return Ok((models::load_model(&dir, quant, kind, device)?, dir));
+    }
+    let dir = run.path("base_model");
+    if !dir.join("model.safetensors").exists() {
+        let model_kind = files.kind();
+        let mut config = files.config.context("source: random needs model.config")?;
+        // The vocabulary is the tokenizer's; every other key must be in the recipe's config.
+        if config.get("vocab_size").is_none() {
+            config["vocab_size"] = json!(tok.vocab_size());
+        }
+        tch::manual_seed(recipe.recipe.seed as i64);
+        let model: Box<dyn Model> = match model_kind {
+            ModelKind::Seq2Seq => {
+                let cfg = T5Config::from_json(&config)?;
+                let mut w = T5::random_weights(&cfg, kind, device);
+                Box::new(T5::from_weights(cfg, &mut w, kind, device)?)
             }
-            let mut config = files.config.context("source: random needs model.config")?;
-            // The vocabulary is the tokenizer's; every other key must be in the recipe's config.
-            if config.get("vocab_size").is_none() {
-                config["vocab_size"] = json!(tok.vocab_size());
+            ModelKind::Causal => {
+                let cfg = DecoderConfig::from_json(&config, files.architecture)?;
+                let mut w = Qwen3::random_weights(&cfg, kind, device);
+                Box::new(Qwen3::from_weights(cfg, &mut w, kind, device)?)
             }
-            let cfg = DecoderConfig::from_json(&config, files.architecture)?;
-            tch::manual_seed(recipe.recipe.seed as i64);
-            let mut w = Qwen3::random_weights(&cfg, kind, device);
-            let model = Qwen3::from_weights(cfg, &mut w, kind, device)?;
-            models::save_decoder(&model, &dir, Some(tok))?;
-            match quant {
-                // QLoRA quantizes the saved 16-bit base as it would any checkpoint.
-                Some(_) => Ok((models::load_base(&dir, quant, kind, device)?, dir)),
-                None => Ok((model, dir)),
-            }
+        };
+        model.save(&dir, Some(tok))?;
+        if quant.is_none() {
+            return Ok((model, dir));
         }
     }
+    // QLoRA quantizes the saved 16-bit base as it would any checkpoint.
+    Ok((models::load_model(&dir, quant, kind, device)?, dir))
 }
 
 /// QLoRA's storage of the base (`finetune.quantization`); None for full fine-tuning and LoRA.
@@ -116,15 +126,15 @@ fn lora_spec(recipe: &LoadedRecipe) -> LoraSpec {
 
 /// Trainable tensors by the names they are saved under (checkpoint names for full fine-tuning,
 /// PEFT names for LoRA).
-fn trainable(model: &Qwen3, method: Method) -> Vec<(String, Tensor)> {
+fn trainable(model: &dyn Model, method: Method) -> Vec<(String, Tensor)> {
     match method {
-        Method::Full => model.named_weights(),
+        Method::Full => model.dense_weights(),
         Method::Lora | Method::Qlora => peft::named_lora(model),
     }
 }
 
 /// Mean loss over every labelled token of `examples`.
-pub fn eval_loss(model: &Qwen3, examples: &[TrainExample], batch_size: usize, pad_id: i64) -> f64 {
+pub fn eval_loss(model: &dyn Model, examples: &[TrainExample], batch_size: usize, pad_id: i64) -> f64 {
     let _guard = tch::no_grad_guard();
     let lengths: Vec<usize> = examples.iter().map(|e| e.input_ids.len()).collect();
     let mut order: Vec<usize> = (0..examples.len()).collect();
@@ -132,8 +142,8 @@ pub fn eval_loss(model: &Qwen3, examples: &[TrainExample], batch_size: usize, pa
     let (mut sum, mut n) = (0.0, 0i64);
     for chunk in order.chunks(batch_size) {
         let refs: Vec<&TrainExample> = chunk.iter().map(|&i| &examples[i]).collect();
-        let b = collate(&refs, pad_id, model.device);
-        let (loss, count) = model.loss_sum(&b.input_ids, &b.labels, false);
+        let b = collate(&refs, pad_id, model.model_kind(), model.device());
+        let (loss, count) = model.loss_sum(&b, false);
         sum += loss.double_value(&[]);
         n += count;
     }
@@ -201,13 +211,14 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
     let spec = lora_spec(recipe);
     match r.finetune.method {
         Method::Full => {
-            for (_, w) in model.named_weights() {
+            for (_, w) in model.dense_weights() {
                 let _ = w.set_requires_grad(true);
             }
         }
-        Method::Lora | Method::Qlora => peft::attach(&mut model, &spec)?,
+        Method::Lora | Method::Qlora => peft::attach(model.as_mut(), &spec)?,
     }
-    let params = trainable(&model, r.finetune.method);
+    let model: &dyn Model = model.as_ref();
+    let params = trainable(model, r.finetune.method);
     let n_trainable: i64 = params.iter().map(|(_, p)| p.numel() as i64).sum();
     let mut opt = AdamW::new(params, t.adam_beta1, t.adam_beta2, t.adam_epsilon, t.weight_decay);
 
@@ -255,7 +266,7 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
     std::fs::create_dir_all(&ckpt_root)?;
     let mut metrics = Metrics::open(&run.path("metrics.jsonl"), Some(state.step))?;
     if state.step == 0 && !state.finished {
-        let l = eval_loss(&model, &eval, t.per_device_eval_batch_size, pad_id);
+        let l = eval_loss(model, &eval, t.per_device_eval_batch_size, pad_id);
         initial_eval_loss = Some(l);
         state.initial_eval_loss = Some(l);
         metrics.log(json!({"step": 0, "eval_loss": l}))?;
@@ -282,16 +293,16 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
             let group = groups[state.step_in_epoch as usize];
             let lr = schedule::lr_at(t.lr_scheduler_type, t.learning_rate, state.step, warmup, total);
             // The loss of a step is the mean over every labelled token of its micro-batches.
-            let batches: Vec<_> = group.iter().map(|idx| collate(&idx.iter().map(|&i| &train[i]).collect::<Vec<_>>(), pad_id, device)).collect();
+            let batches: Vec<_> = group.iter().map(|idx| collate(&idx.iter().map(|&i| &train[i]).collect::<Vec<_>>(), pad_id, model.model_kind(), device)).collect();
             let targets: i64 = batches.iter().map(|b| b.n_targets).sum::<i64>().max(1);
             let mut step_loss = 0.0;
             for b in &batches {
                 let scale = 1.0 / targets as f64;
                 if t.gradient_checkpointing {
-                    let (loss, _) = model.loss_sum_backward_checkpointed(&b.input_ids, &b.labels, scale)?;
+                    let (loss, _) = model.loss_sum_backward_checkpointed(b, scale)?;
                     step_loss += loss * scale;
                 } else {
-                    let (loss, _) = model.loss_sum(&b.input_ids, &b.labels, true);
+                    let (loss, _) = model.loss_sum(b, true);
                     let scaled = loss * scale;
                     step_loss += scaled.double_value(&[]);
                     scaled.backward();
@@ -326,7 +337,7 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
                 Cadence::Epoch => epoch_end,
             } || state.step == total;
             if due(t.eval_strategy, t.eval_steps) && t.eval_strategy != Cadence::No {
-                let l = eval_loss(&model, &eval, t.per_device_eval_batch_size, pad_id);
+                let l = eval_loss(model, &eval, t.per_device_eval_batch_size, pad_id);
                 last_eval = Some(l);
                 metrics.log(json!({"step": state.step, "epoch": state.epoch, "eval_loss": l}))?;
                 if state.best_eval_loss.is_none_or(|b| l < b - t.early_stopping_threshold) {
@@ -350,7 +361,7 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
             }
             let save_due = t.save_strategy != Cadence::No && due(t.save_strategy, t.save_steps);
             if save_due || state.finished || opts.stop_after == Some(state.step) {
-                checkpoint::save(&ckpt_root, &state, &trainable(&model, r.finetune.method), &opt)?;
+                checkpoint::save(&ckpt_root, &state, &trainable(model, r.finetune.method), &opt)?;
                 checkpoint::prune(&ckpt_root, state.best_step);
             }
             if opts.stop_after == Some(state.step) {
@@ -384,12 +395,12 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
     let output = match r.finetune.method {
         Method::Full => {
             let dir = run.path("model");
-            models::save_decoder(&model, &dir, Some(&tok))?;
+            model.save(&dir, Some(&tok))?;
             dir
         }
         _ => {
             let dir = run.path("adapter");
-            peft::save_adapter(&model, &spec, &base_dir.display().to_string(), &dir)?;
+            peft::save_adapter(model, &spec, &base_dir.display().to_string(), &dir)?;
             dir
         }
     };
