@@ -10,7 +10,9 @@ Writes, relative to the repository root, into tests/fixtures/nf4/:
   cases.json            [{name, shape, dtype, what}] for every case below.
   cases.safetensors     per case C (inputs are stored, so Rust need not reproduce Python's RNG):
       C.input             the weight, in its dtype (float32 / bfloat16 / float16)
-      C.plain.dequant     dequantize_4bit(quantize_4bit(w, 64, nf4, compress_statistics=False))
+      C.plain.dequant     dequantize_4bit(quantize_4bit(w, 64, nf4, compress_statistics=False)),
+                          by bnb's generic kernel (cases.json says where bnb 0.50.2's native
+                          CPU kernel gives other values: last dim 48, not a multiple of 64)
       C.double.dequant    the same with compress_statistics=True (dtype of the input)
       C.double.absmax_f32 bnb's dequantized nested absmax: dequantize_blockwise(qabsmax, state2)
                           + offset, float32 [blocks] (what dequantize_4bit multiplies by)
@@ -47,6 +49,7 @@ The output is deterministic (fixed seeds, one CPU thread, a single safetensors m
 """
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -56,10 +59,15 @@ from pins import check_pins  # noqa: E402  (scripts/ is on sys.path)
 
 check_pins("make_nf4_fixtures.py", ["torch", "transformers", "bitsandbytes", "safetensors"])
 
+# bnb's generic dequantize is wrapped in torch.compile: run it eagerly (same float ops, no
+# recompilation warnings per shape).
+os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
+
 import bitsandbytes as bnb  # noqa: E402
 import bitsandbytes.functional as F  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from bitsandbytes.backends.default.ops import _dequantize_4bit_compute  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig  # noqa: E402
@@ -149,8 +157,18 @@ def quantize_cases():
         for dq, out in ((False, plain), (True, double)):
             packed, qs = F.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=dq)
             assert packed.dtype == torch.uint8 and list(packed.shape) == [(w.numel() + 1) // 2, 1]
-            deq = F.dequantize_4bit(packed, qs, quant_type="nf4")
+            native = F.dequantize_4bit(packed, qs, quant_type="nf4")
+            # bnb's generic dequantize (the row-major block semantics every backend shares).
+            # bnb 0.50.2's native AVX-512 CPU kernel disagrees with it (and with bnb's own
+            # quantization) for some even last dims that are not multiples of 64 (48 here);
+            # the generic result is the reference, and the disagreement is recorded.
+            absmax = qs.absmax
+            if dq:
+                absmax = F.dequantize_blockwise(qs.absmax, qs.state2)
+                absmax += qs.offset
+            deq = _dequantize_4bit_compute(packed.reshape(-1), absmax.float(), F.get_4bit_type("nf4", device="cpu"), 64, qs.shape, qs.dtype)
             assert deq.dtype == w.dtype and list(deq.shape) == shape
+            native_differs = not torch.equal(native, deq)
             tag = "double" if dq else "plain"
             cases[f"{name}.{tag}.dequant"] = deq.contiguous()
             if dq:
@@ -161,7 +179,7 @@ def quantize_cases():
             out[prefix] = packed
             for k, v in qs.as_dict(packed=True).items():
                 out[f"{prefix}.{k}"] = v.contiguous()
-        meta.append({"name": name, "shape": shape, "dtype": dtype, "what": what})
+        meta.append({"name": name, "shape": shape, "dtype": dtype, "what": what, "bnb_cpu_native_dequant_differs": native_differs})
     cases["dynamic_map"] = F.create_dynamic_map(signed=True)
     cases["nf4_code"] = F.get_4bit_type("nf4", device="cpu").contiguous()
     # QuantState.as_dict(packed=True) shares no storage between entries except quant_map (the
