@@ -114,6 +114,20 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Quantize a decoder's linear projections to NF4 (bitsandbytes / transformers 4-bit layout).
+    Quantize {
+        /// A Hugging Face model folder.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Keep the per-block scales in float32 instead of quantizing them again.
+        #[arg(long)]
+        no_double_quant: bool,
+        /// The compute dtype recorded for loaders: bf16, f16 or f32.
+        #[arg(long, default_value = "bf16")]
+        compute_dtype: String,
+    },
     /// Generate with the base and the tuned model for every eval prompt, score both against the
     /// reference, and write report.md, report.json and metrics.png.
     Eval {
@@ -275,6 +289,19 @@ fn merge_cmd(model_dir: &std::path::Path, adapter: &std::path::Path, out: &std::
     Ok(())
 }
 
+fn quantize_cmd(model: &std::path::Path, out: &std::path::Path, no_double_quant: bool, compute_dtype: String) -> Result<()> {
+    let opts = steptune::adapt::quantize::QuantizeOptions { double_quant: !no_double_quant, compute_dtype };
+    let r = steptune::adapt::quantize::quantize_model_dir(model, out, &opts)?;
+    eprintln!(
+        "quantize: {} weights to NF4 ({:.4} bytes/param), {} tensors kept; wrote {}",
+        r.quantized,
+        r.quantized_bytes as f64 / r.quantized_params.max(1) as f64,
+        r.kept,
+        out.display()
+    );
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match (cli.command, cli.recipe) {
@@ -287,6 +314,7 @@ fn main() {
             generate_cmd(GenerateArgs { model, adapter, prompt, system, max_new_tokens, do_sample, temperature, top_p, top_k, seed, device, json })
         }
         (Some(Command::Merge { model, adapter, out }), _) => merge_cmd(&model, &adapter, &out),
+        (Some(Command::Quantize { model, out, no_double_quant, compute_dtype }), _) => quantize_cmd(&model, &out, no_double_quant, compute_dtype),
         (Some(Command::Eval { recipe, output_dir }), _) => load(recipe).and_then(|r| eval_stage(&r, output_dir)),
         (Some(Command::Score { pred, reference, json, no_stem }), _) => score_cmd(&pred, &reference, json, no_stem),
         (Some(Command::HumanEval(HumanEval::Export { recipe, sheet, key })), _) => load(recipe).and_then(|r| {
