@@ -1,6 +1,7 @@
-//! The training loop on a tiny model: loss goes down; a run killed after N steps and resumed
-//! gives exactly the losses of 2N steps straight; a NaN loss stops the run, names the step and
-//! keeps the last good checkpoint; early stopping stops.
+//! The training loop on tiny models: loss goes down; a run killed after N steps and resumed
+//! gives exactly the losses of 2N steps straight (LoRA, and QLoRA with gradient checkpointing); a
+//! NaN loss stops the run, names the step and keeps the last good checkpoint; early stopping
+//! stops; T5 trains on the same loop (full and LoRA).
 mod common;
 
 use std::path::Path;
@@ -47,6 +48,7 @@ const RESUMABLE: &str = "  max_steps: 8\n  per_device_train_batch_size: 4\n  gra
 
 #[test]
 fn killed_and_resumed_equals_straight_for_lora_with_dropout() {
+    let _rng = common::rng_lock();
     let d = tempfile::tempdir().unwrap();
     let straight = recipe(&d.path().join("a"), "lora", RESUMABLE);
     let run_a = prepared(&straight);
@@ -73,6 +75,7 @@ fn killed_and_resumed_equals_straight_for_lora_with_dropout() {
 
 #[test]
 fn full_fine_tuning_lowers_the_loss_and_writes_a_loadable_model() {
+    let _rng = common::rng_lock();
     let d = tempfile::tempdir().unwrap();
     let r = recipe(d.path(), "full", "  num_train_epochs: 10\n  per_device_train_batch_size: 8\n  learning_rate: 5.0e-3\n  logging_steps: 1\n");
     let run = prepared(&r);
@@ -98,6 +101,7 @@ fn full_fine_tuning_lowers_the_loss_and_writes_a_loadable_model() {
 
 #[test]
 fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let _rng = common::rng_lock();
     let d = tempfile::tempdir().unwrap();
     let r = recipe(d.path(), "lora", RESUMABLE);
     let run = prepared(&r);
@@ -117,6 +121,7 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
 
 #[test]
 fn early_stopping_stops_after_patience_evaluations_without_improvement() {
+    let _rng = common::rng_lock();
     let d = tempfile::tempdir().unwrap();
     // A threshold no improvement can reach: every evaluation after the first is "no better".
     let r = recipe(d.path(), "lora", "  max_steps: 20\n  per_device_train_batch_size: 4\n  eval_strategy: steps\n  eval_steps: 1\n  save_strategy: 'no'\n  early_stopping_patience: 2\n  early_stopping_threshold: 100\n");
@@ -127,14 +132,90 @@ fn early_stopping_stops_after_patience_evaluations_without_improvement() {
 }
 
 #[test]
-fn settings_this_build_cannot_honour_are_refused_not_ignored() {
+fn qlora_with_gradient_checkpointing_trains_resumes_exactly_and_matches_plain_backward() {
+    let _rng = common::rng_lock();
+    // A 4-bit base (quantized as the random base is loaded), LoRA with dropout, checkpointing.
     let d = tempfile::tempdir().unwrap();
-    let r = recipe(d.path(), "lora", "  max_steps: 2\n  gradient_checkpointing: true\n");
+    let gc = format!("{RESUMABLE}  gradient_checkpointing: true\n");
+    let straight = recipe(&d.path().join("a"), "qlora", &gc);
+    let run_a = prepared(&straight);
+    let out = train::run(&straight, &run_a, &TrainOptions::default()).unwrap();
+    assert_eq!(out.steps, 8);
+    let a = losses(&run_a);
+    assert!(a.iter().all(|(_, l)| l.is_finite()) && a.len() == 8);
+    // The adapter is what trained; the base stays the 16-bit folder it was quantized from.
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_a.path("adapter/adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["task_type"], "CAUSAL_LM");
+    assert!(out.base.join("model.safetensors").exists());
+
+    let killed = recipe(&d.path().join("b"), "qlora", &gc);
+    let run_b = prepared(&killed);
+    let _ = train::run(&killed, &run_b, &TrainOptions { stop_after: Some(4), ..Default::default() }).unwrap_err();
+    train::run(&killed, &run_b, &TrainOptions::default()).unwrap();
+    assert_eq!(a, losses(&run_b), "resumed QLoRA losses differ from the straight run");
+
+    // The same run without checkpointing: the same losses (same masks, same gradients).
+    let plain = recipe(&d.path().join("c"), "qlora", RESUMABLE);
+    let run_c = prepared(&plain);
+    train::run(&plain, &run_c, &TrainOptions::default()).unwrap();
+    for ((step, x), (_, y)) in a.iter().zip(losses(&run_c)) {
+        assert!((x - y).abs() <= 1e-4 * x.abs(), "step {step}: {x} with checkpointing, {y} without");
+    }
+}
+
+/// A T5 in miniature with flan-t5's real tokenizer (from ../shared).
+fn t5_recipe(dir: &Path, finetune: &str) -> LoadedRecipe {
+    let tok = common::shared().join("models/flan-t5-small");
+    let yaml = format!(
+        "name: t5\noutput_dir: {}\nseed: 3\nmodel:\n  source: random\n  architecture: t5\n  tokenizer: {}\n  config: {{model_type: t5, d_model: 32, d_kv: 8, d_ff: 64, num_layers: 2, num_heads: 4, feed_forward_proj: gated-gelu, tie_word_embeddings: false}}\nfinetune: {finetune}\ntraining:\n  device: cpu\n  max_steps: 6\n  per_device_train_batch_size: 8\n  learning_rate: 3.0e-3\n  logging_steps: 1\n  eval_strategy: steps\n  eval_steps: 3\ndata:\n  files: [data/procedures.jsonl]\n  columns: {{group: intent}}\n  limit: 60\n  max_length: 256\n",
+        dir.display(),
+        tok.display()
+    );
+    common::recipe_in(&common::repo(), &yaml)
+}
+
+#[test]
+fn t5_trains_on_the_same_loop_full_and_lora() {
+    let _rng = common::rng_lock();
+    let d = tempfile::tempdir().unwrap();
+    // Full fine-tuning: the loss falls and the model folder loads back as T5.
+    let r = t5_recipe(&d.path().join("full"), "{method: full}");
+    let run = prepared(&r);
+    let out = train::run(&r, &run, &TrainOptions::default()).unwrap();
+    assert_eq!(out.steps, 6);
+    let (first, last) = (out.initial_eval_loss.unwrap(), out.final_eval_loss.unwrap());
+    assert!(last < first, "eval loss {first} → {last}");
+    let model = steptune::model::load_t5(&run.path("model"), tch::Kind::Float, tch::Device::Cpu).unwrap();
+    assert_eq!(model.cfg.d_model, 32);
+    // Generation from text, through the seq2seq path of the same generator evaluation uses.
+    let tok = steptune::model::tokenizer::TokenizerBundle::from_dir(&run.path("tokenizer")).unwrap();
+    let gen = steptune::model::generate::TextGenerator::new(&model, &tok, None).unwrap();
+    let cfg = steptune::model::generate::GenerateConfig { max_new_tokens: 12, eos_ids: gen.stop_ids(), pad_id: gen.pad_id(), ..Default::default() };
+    let g = gen.generate(&["How do I reset my password?".to_string()], &cfg, 4).unwrap();
+    assert!(!g[0].token_ids.is_empty() && g[0].token_ids.len() <= 12);
+
+    // LoRA on T5 through the same adapter code: peft's names and task type.
+    let r = t5_recipe(&d.path().join("lora"), "{method: lora, lora_r: 4, lora_alpha: 8, lora_dropout: 0.1, lora_target_modules: [q, v, wo]}");
+    let run = prepared(&r);
+    let out = train::run(&r, &run, &TrainOptions::default()).unwrap();
+    assert!(out.final_eval_loss.unwrap() < out.initial_eval_loss.unwrap());
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.path("adapter/adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["task_type"], "SEQ_2_SEQ_LM");
+    let w = steptune::model::weights::read_file(&run.path("adapter/adapter_model.safetensors"), None, tch::Device::Cpu, &|_| true).unwrap();
+    // 2 encoder blocks × (q, v, wo) + 2 decoder blocks × (self q, v; cross q, v; wo), A and B each.
+    assert_eq!(w.len(), 2 * (2 * 3 + 2 * 5));
+    assert!(w.contains_key("base_model.model.encoder.block.0.layer.0.SelfAttention.q.lora_A.weight"), "{:?}", w.keys().take(3).collect::<Vec<_>>());
+    assert!(w.contains_key("base_model.model.decoder.block.1.layer.2.DenseReluDense.wo.lora_B.weight"));
+    // The base loads back with the adapter, and merging folds it in.
+    let mut m = steptune::model::load_model(&out.base, None, tch::Kind::Float, tch::Device::Cpu).unwrap();
+    steptune::adapt::peft::load_adapter(m.as_mut(), &run.path("adapter")).unwrap();
+    assert_eq!(steptune::adapt::peft::named_lora(m.as_ref()).len(), w.len());
+
+    // Checkpointing is for decoder-only models: refused with the key named, not ignored.
+    let r = t5_recipe(&d.path().join("gc"), "{method: full}");
+    let yaml = r.recipe.to_yaml().replace("gradient_checkpointing: false", "gradient_checkpointing: true");
+    let r = common::recipe_in(&common::repo(), &yaml);
     let run = prepared(&r);
     let msg = format!("{:#}", train::run(&r, &run, &TrainOptions::default()).unwrap_err());
-    assert!(msg.contains("training.gradient_checkpointing"), "{msg}");
-    let q = recipe(&d.path().join("q"), "qlora", "  max_steps: 2\n");
-    let run = prepared(&q);
-    let msg = format!("{:#}", train::run(&q, &run, &TrainOptions::default()).unwrap_err());
-    assert!(msg.contains("qlora"), "{msg}");
+    assert!(msg.contains("training.gradient_checkpointing") && msg.contains("T5"), "{msg}");
 }

@@ -208,6 +208,9 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
     // 2. The model, and what trains.
     tch::manual_seed(r.seed as i64);
     let (mut model, base_dir) = base_model(recipe, run, &tok, kind, device)?;
+    if t.gradient_checkpointing && model.model_kind() == ModelKind::Seq2Seq {
+        bail!("training.gradient_checkpointing is implemented for decoder-only models (Qwen3, Qwen2, Llama), not T5; set it to false");
+    }
     let spec = lora_spec(recipe);
     match r.finetune.method {
         Method::Full => {

@@ -55,3 +55,11 @@ pub fn tiny_recipe(dir: &Path, name: &str, finetune: &str, training: &str, extra
     );
     write(dir, "r.yaml", yaml.as_bytes())
 }
+
+/// libtorch's CPU generator is process-wide: dropout masks and random inits drawn by tests that
+/// run in parallel threads of one test binary would interleave. Tests whose numbers depend on the
+/// RNG (exact resume, checkpointed vs plain backward) hold this for their whole run.
+pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
