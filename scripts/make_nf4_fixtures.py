@@ -23,6 +23,17 @@ Writes, relative to the repository root, into tests/fixtures/nf4/:
       exactly as transformers saves it: QuantState.as_dict(packed=True) under the prefix
       `case.C.weight.` (absmax, quant_map, [nested_absmax, nested_quant_map,]
       quant_state.bitsandbytes__nf4 = the JSON of the non-tensor items as uint8 bytes).
+  blockwise8.safetensors
+      bnb's native CPU 8-bit blockwise quantizer (the nested quantization of double quant:
+      quantize_blockwise(A, code=create_dynamic_map(signed=True), blocksize=256) on float32) on
+      a few thousand adversarial values: `input` f32 [n], bnb's `codes` uint8 [n] and `absmax`
+      f32 [blocks]. That kernel is not round-to-nearest (it reads a 65536-entry lookup table over
+      [-1, 1]), so the values are those of a 2M-point grid over [-1, 1] where bnb's code is not
+      the nearest one, values around the table cells where bnb's code changes, each with its
+      float32 neighbours, and zeros and tiny values; mostly in blocks whose first value is 1.0
+      (absmax 1, so they are the normalized values themselves), then a copy of part of them
+      scaled by a non-power-of-two absmax (bnb multiplies by the reciprocal), an all-zero
+      block, and a partial last block.
   qwen3_a_bnb.json
       tests/fixtures/models/qwen3_a quantized by transformers itself (from_pretrained with a
       BitsAndBytesConfig on CPU, then save_pretrained) twice: "double" (double quant, compute
@@ -193,6 +204,69 @@ def quantize_cases():
     (OUT / "cases.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
+def nearest_codes(x, code):
+    """Round-to-nearest onto the sorted `code` (ties to the lower), for x in [-1, 1]: what bnb's
+    8-bit CPU quantizer does *not* do; used only to pick adversarial values."""
+    left = (torch.bucketize(x, code, right=True) - 1).clamp(0, 254)
+    dl = (x - code[left]).abs()
+    dr = (x - code[left + 1]).abs()
+    return left + (dr < dl).long()
+
+
+def neighbours(x, k):
+    """x and its k float32 neighbours on either side, within [-1, 1], sorted and unique."""
+    out = [x]
+    up, down = x.clone(), x.clone()
+    for _ in range(k):
+        up = torch.nextafter(up, torch.tensor(2.0))
+        down = torch.nextafter(down, torch.tensor(-2.0))
+        out += [up, down]
+    v = torch.unique(torch.cat(out))
+    return v[(v >= -1) & (v <= 1)]
+
+
+def in_unit_blocks(v):
+    """[256 * ceil(len/255)] float32: blocks of 256 whose first value is 1.0, then 255 of `v`
+    (the last block padded with 0.5)."""
+    nb = -(-v.numel() // 255)
+    body = torch.full((nb * 255,), 0.5)
+    body[: v.numel()] = v
+    return torch.cat([torch.ones(nb, 1), body.view(nb, 255)], 1).reshape(-1)
+
+
+def blockwise8():
+    code = F.create_dynamic_map(signed=True)
+
+    def bnb8(a):
+        q, st = F.quantize_blockwise(a.contiguous(), code=code, blocksize=256)
+        return q, st.absmax
+
+    # 1. A grid of 2M values in [-1, 1]: where bnb's code is not the nearest one.
+    grid = torch.linspace(-1, 1, 2_000_001)
+    a = in_unit_blocks(grid)
+    q, _ = bnb8(a)
+    q = q.view(-1, 256)[:, 1:].reshape(-1)[: grid.numel()].long()
+    off = grid[q != nearest_codes(grid, code)]
+    # 2. Where bnb's code changes between the centres -1 + 2i/65535 of adjacent table cells:
+    #    values around the cell edges -1 + (2i - 1)/65535.
+    centres = (torch.arange(65536, dtype=torch.float32) * 2) / 65535 - 1
+    qc, _ = bnb8(in_unit_blocks(centres))
+    qc = qc.view(-1, 256)[:, 1:].reshape(-1)[:65536]
+    i = torch.nonzero(qc[1:] != qc[:-1]).reshape(-1) + 1
+    edges = ((i.double() * 2 - 1) / 65535 - 1).float()
+    tiny = torch.tensor([0.0, 1e-45, -1e-45, 1e-38, -1e-38, 1e-9, -1e-9, 1e-7, -1e-7, 1e-6, -1e-6])
+    v = torch.unique(torch.cat([neighbours(off, 1), neighbours(edges, 3), tiny]))
+    print(f"blockwise8: {off.numel()} of {grid.numel()} grid values off nearest, {edges.numel()} cell edges, {v.numel()} values")
+    # 3. Part of them scaled by an absmax that is not a power of two, an all-zero block, and a
+    #    partial last block.
+    s = 0.0371
+    scaled = torch.cat([torch.tensor([s]), v[:1023] * s]).float()
+    partial = torch.cat([torch.tensor([-0.25]), v[::37][:99] * 0.25])
+    inp = torch.cat([in_unit_blocks(v), scaled, torch.zeros(256), partial]).contiguous()
+    q, absmax = bnb8(inp)
+    save_file({"input": inp, "codes": q.contiguous(), "absmax": absmax.contiguous()}, OUT / "blockwise8.safetensors", metadata=META)
+
+
 def transformers_checkpoints():
     """Quantizes qwen3_a with transformers on CPU, saves it, reloads it, and records the saved
     tensors' hashes and the quantization_config."""
@@ -241,6 +315,7 @@ def main():
         sys.exit("run from the repository root (tests/fixtures/models/qwen3_a is missing)")
     OUT.mkdir(parents=True, exist_ok=True)
     quantize_cases()
+    blockwise8()
     transformers_checkpoints()
     total = sum(p.stat().st_size for p in OUT.iterdir())
     print(f"wrote {OUT} ({total / 1024:.0f} KiB)")

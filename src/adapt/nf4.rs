@@ -8,9 +8,8 @@
 //!   last block by *dividing* by its absmax (bnb's default `quantize_4bit` kernel does both);
 //! - the code index is `bucketize(scaled, midpoints, right=False)`: a value exactly on a
 //!   midpoint takes the lower code;
-//! - the nested (double) quantization divides by the block absmax and picks the nearer of the
-//!   two neighbouring dynamic-map values by float32 distance, ties to the lower one (bnb's C++
-//!   `quantize_block`);
+//! - the nested (double) quantization emulates bnb's native CPU 8-bit kernel, which is not
+//!   round-to-nearest (a 65536-entry lookup table over [-1, 1]; see `quantize_blockwise`);
 //! - dequantized values are `code * absmax` in float32, then rounded once to the output dtype.
 use std::collections::HashMap;
 
@@ -172,28 +171,80 @@ pub fn quantize(w: &Tensor, blocksize: i64, double_quant: bool) -> Result<Nf4Ten
 /// bnb's `quantize_blockwise(absmax - mean, blocksize=256)` with the signed dynamic map.
 fn nested_quantize(absmax: &Tensor) -> Absmax {
     let nb = absmax.size()[0];
-    let device = absmax.device();
     let offset_t = absmax.mean(Kind::Float); // [] f32, libtorch's reduction like bnb's `.mean()`
     let offset = offset_t.double_value(&[]) as f32;
     let centered = absmax - &offset_t; // [nb]
-    let blocks = as_blocks(&centered, NESTED_BLOCKSIZE); // [nnb, 256], zero padded
-    let nested_absmax = blocks.abs().amax([1i64].as_slice(), false); // [nnb]
-    let normed = (&blocks / nested_absmax.unsqueeze(1)).reshape([-1]); // divide, as bnb's C++
-    let code = dynamic_map(device);
-    // The largest i with code[i] <= x (bnb's binary search), then the right neighbour if it is
-    // strictly nearer in float32.
-    let left = (normed.bucketize(&code, false, true) - 1).clamp(0, 254);
-    let right = &left + 1;
-    let dl = (&normed - code.index_select(0, &left)).abs();
-    let dr = (&normed - code.index_select(0, &right)).abs();
-    let mut idx = &left + dr.lt_tensor(&dl).to_kind(Kind::Int64);
-    // x >= 1.0 (the block's own absmax) is index 255 exactly, as bnb's search returns it.
-    idx = idx.where_self(&normed.lt(1.0), &Tensor::full([1], 255, (Kind::Int64, device)));
-    // A block whose values all equal the mean (one block only, say) divides 0 by 0: bnb's
-    // search sends the NaN to index 0, which dequantizes to code[0] * 0 + offset = offset.
-    idx = idx.where_self(&normed.isnan().logical_not(), &Tensor::zeros([1], (Kind::Int64, device)));
-    let quantized = idx.narrow(0, 0, nb).to_kind(Kind::Uint8);
-    Absmax::Nested { quantized, nested_absmax, nested_code: code, offset, nested_blocksize: NESTED_BLOCKSIZE }
+    let (quantized, nested_absmax) = quantize_blockwise(&centered, NESTED_BLOCKSIZE);
+    debug_assert_eq!(quantized.size(), [nb]);
+    Absmax::Nested { quantized, nested_absmax, nested_code: dynamic_map(absmax.device()), offset, nested_blocksize: NESTED_BLOCKSIZE }
+}
+
+/// Entries of bnb's quantization lookup table: [-1, 1] cut into 65536 points.
+const LUT_SIZE: usize = 65536;
+
+/// bnb's `build_quantize_lut` for the signed dynamic map: entry i is the number of midpoints
+/// `0.5 * (code[j] + code[j+1])` strictly below `-1 + 2i / 65535`, all in float32 and in bnb's
+/// order of operations (plain Rust f32 arithmetic is the same IEEE single rounding per op).
+/// Built once: the map is a constant.
+fn dynamic_map_lut() -> &'static [u8] {
+    static LUT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    LUT.get_or_init(|| {
+        let code = Vec::<f32>::try_from(dynamic_map(Device::Cpu)).expect("the dynamic map is f32 [256]");
+        let mids: Vec<f32> = code.windows(2).map(|w| (w[0] + w[1]) * 0.5).collect();
+        let mut j = 0usize;
+        (0..LUT_SIZE)
+            .map(|i| {
+                let val = (2.0f32 * i as f32) / (LUT_SIZE - 1) as f32 - 1.0f32;
+                while j < mids.len() && mids[j] < val {
+                    j += 1;
+                }
+                j as u8
+            })
+            .collect()
+    })
+}
+
+/// bitsandbytes' `functional.quantize_blockwise(a, code=create_dynamic_map(signed=True),
+/// blocksize)` for a float32 tensor, as its native CPU kernel (`cquantize_blockwise_cpu_fp32`,
+/// csrc/cpu_ops.cpp `quantize_cpu_impl`, bnb 0.50.x on x86-64) computes it: returns the uint8
+/// codes [n] and the f32 per-block absmax [ceil(n/blocksize)]. This is the nested quantization
+/// of double-quantized NF4 (blocksize 256).
+///
+/// bnb's kernel is *not* round-to-nearest, so the rounding is emulated step by step rather than
+/// done as a nearest-code search (which disagrees with bnb on ~0.1% of a uniform grid, and on
+/// most values within ~1e-3 of zero: bnb does not even map 0.0 to the zero code):
+/// 1. absmax = max |x| over the block (NaN ignored); a block with absmax 0 is all code 0;
+/// 2. v = clamp(x * (1/absmax), -1, 1): multiplied by the f32 reciprocal, not divided;
+/// 3. j = trunc(fma((v + 1) * 0.5, 65535, 0.5)) in f32 — the compiled kernel contracts the
+///    multiply-add into one FMA, emulated exactly here in f64 (the product and sum are exact
+///    there) followed by one rounding to f32; a NaN v gives j = 0, as x86's conversion does;
+/// 4. code = lut[j] with the 65536-entry table of `dynamic_map_lut`.
+///
+/// All tensor ops, so it also runs on CUDA tensors.
+pub fn quantize_blockwise(a: &Tensor, blocksize: i64) -> (Tensor, Tensor) {
+    assert!(blocksize > 0, "quantize_blockwise: blocksize {blocksize}");
+    let _guard = tch::no_grad_guard();
+    let device = a.device();
+    let flat = a.detach().reshape([-1]).to_kind(Kind::Float);
+    let n = flat.size()[0];
+    if n == 0 {
+        return (Tensor::zeros([0], (Kind::Uint8, device)), Tensor::zeros([0], (Kind::Float, device)));
+    }
+    let blocks = as_blocks(&flat, blocksize); // [nb, bs], zero padded (padding never raises absmax)
+    // bnb: absmax = max(0, std::max over fabs(x)); std::max keeps the running value against NaN.
+    let mag = blocks.abs();
+    let mag = mag.masked_fill(&mag.isnan(), 0.0);
+    let absmax = mag.amax([1i64].as_slice(), false); // [nb]
+    let inv = absmax.reciprocal().unsqueeze(1); // 1.0f / absmax; inf for an all-zero block
+    let v = (&blocks * inv).clamp(-1.0, 1.0);
+    let t = (v + 1.0) * 0.5; // f32, a multiple of 2^-25 in [0, 1]
+    let j = (t.to_kind(Kind::Double) * 65535.0 + 0.5).to_kind(Kind::Float); // the FMA, rounded once
+    let j = j.masked_fill(&j.isnan(), 0.0).floor().to_kind(Kind::Int64); // >= 0: floor is trunc
+    let lut = Tensor::from_slice(dynamic_map_lut()).to_device(device);
+    let codes = lut.index_select(0, &j.reshape([-1])).view([-1, blocksize]);
+    // bnb writes 0 for every value of a block whose absmax is 0 (x * inf would be NaN or inf).
+    let codes = codes.masked_fill(&absmax.eq(0.0).unsqueeze(1), 0);
+    (codes.reshape([-1]).narrow(0, 0, n), absmax)
 }
 
 /// Back to the original shape and dtype: `code[q] * absmax[block]` in f32, rounded once. The
