@@ -1,6 +1,7 @@
 //! Hand-built LoRA equals peft: a peft-written adapter loads and gives peft's logits; one training
 //! step's loss and every LoRA gradient match within 1e-5 relative; merging gives the merged
-//! model's logits; steptune writes adapters in peft's layout. Fixtures: scripts/make_model_fixtures.py.
+//! model's logits; steptune writes adapters in peft's layout; the same for a T5 adapter. Fixtures:
+//! scripts/make_model_fixtures.py and scripts/make_t5_lora_fixtures.py.
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -114,4 +115,42 @@ fn fresh_lora_starts_from_the_base_model_exactly() {
     assert_eq!(diff, 0.0);
     let err = peft::attach(&mut model, &peft::LoraSpec { targets: vec!["qkv".into()], ..spec }).unwrap_err().to_string();
     assert!(err.contains("`qkv`"), "{err}");
+}
+
+/// T5 through the same adapter code: a peft adapter on q, v and wo of every block (encoder
+/// self-attention, decoder self- and cross-attention, feed-forward) loads with peft's logits,
+/// loss and LoRA gradients, and steptune writes it back under the same names.
+#[test]
+fn t5_peft_adapter_gives_equal_logits_loss_and_gradients() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/t5_tiny_v11");
+    let mut model = steptune::model::load_t5(&root, Kind::Float, Device::Cpu).unwrap();
+    let spec = peft::load_adapter(&mut model, &root.join("adapter")).unwrap();
+    assert_eq!((spec.r, spec.alpha), (4, 8.0));
+    let f = weights::read_file(&root.join("lora_grads.safetensors"), None, Device::Cpu, &|_| true).unwrap();
+    let (ids, mask, labels) = (&f["input_ids"], &f["attention_mask"], &f["labels"]);
+    // Dropout off on both sides (the fixture overrides the checkpoint's dropout_rate with 0).
+    let logits = model.forward(ids, mask, labels, false); // [2, 6, V]
+    let d = max_rel(&logits.narrow(2, 0, 512), &f["logits_head"]);
+    assert!(d < 1e-4, "logits differ by {d:e} relative");
+    let d = max_rel(&logits.logsumexp([-1], false), &f["logsumexp"]);
+    assert!(d < 1e-5, "logsumexp differs by {d:e} relative");
+    let (sum, n) = model.loss_sum(ids, mask, labels, false);
+    let loss = sum / n as f64;
+    let (got, want) = (loss.double_value(&[]), f["loss"].double_value(&[0]));
+    assert!(((got - want) / want).abs() < 1e-5, "loss {got} vs peft {want}");
+    loss.backward();
+    let named = peft::named_lora(&model);
+    assert_eq!(named.len(), 32);
+    for (name, t) in &named {
+        let want = f.get(name).unwrap_or_else(|| panic!("fixture lacks the gradient of {name}"));
+        let r = max_rel(&t.grad(), want);
+        assert!(r < 1e-4, "{name}: gradient differs by {r:e} relative");
+    }
+    let d = tempfile::tempdir().unwrap();
+    peft::save_adapter(&model, &spec, "tests/fixtures/models/t5_tiny_v11", d.path()).unwrap();
+    let ours = weights::read_file(&d.path().join("adapter_model.safetensors"), None, Device::Cpu, &|_| true).unwrap();
+    let theirs = weights::read_file(&root.join("adapter/adapter_model.safetensors"), None, Device::Cpu, &|_| true).unwrap();
+    assert_eq!(ours.keys().collect::<Vec<_>>(), theirs.keys().collect::<Vec<_>>());
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["task_type"], "SEQ_2_SEQ_LM");
 }
