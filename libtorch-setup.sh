@@ -3,7 +3,7 @@
 # plain `cargo build|run|test` work afterwards. Idempotent: a second run only re-checks.
 #
 #   ./libtorch-setup.sh          cpu mode where no NVIDIA GPU is present, cuda mode otherwise
-#   ./libtorch-setup.sh cpu      slim CPU libtorch (about 0.9 GB on disk)
+#   ./libtorch-setup.sh cpu      slim CPU libtorch (about 0.9 GB on disk), plus nvcc to check kernels
 #   ./libtorch-setup.sh cuda     libtorch with its CUDA libraries, plus nvcc 13.0 from PyPI
 #
 # Where libtorch comes from, first match wins:
@@ -15,7 +15,8 @@
 #      libcudart.so.13 and libcupti.so.13, which come from their own small wheels.
 #
 # Environment: STEPTUNE_CACHE (default ~/.cache/steptune) holds the built folders and tools
-# (cuda mode: nvcc in $STEPTUNE_CACHE/cuda-nvcc-13.0.88, always, whichever libtorch is used).
+# and nvcc 13.0 from PyPI ($STEPTUNE_CACHE/cuda-nvcc-13.0.88, both modes: the test suite compiles
+# the CUDA kernels even where no GPU is present).
 set -euo pipefail
 
 TORCH_VERSION=2.11.0
@@ -34,7 +35,7 @@ case "$mode" in
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then mode=cuda; else mode=cpu; fi
     say "mode $mode (detected; pass 'cpu' or 'cuda' to choose)" ;;
   cpu|cuda) say "mode $mode (requested)" ;;
-  -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
   *) die "unknown mode '$mode': use cpu, cuda or nothing (auto)" ;;
 esac
 
@@ -125,7 +126,7 @@ build_cuda_from_wheel() {
   echo "$TORCH_VERSION+cuda" >"$dest/torch/build-version"
 }
 
-# nvcc $NVCC_VERSION from PyPI into its own folder (cuda mode always, whichever libtorch is used).
+# nvcc $NVCC_VERSION from PyPI into its own folder (both modes, whichever libtorch is used).
 # The wheels share one `nvidia/cu13` tree: bin/nvcc, nvvm/bin/cicc, include/crt (nvidia-cuda-crt),
 # include/cuda_runtime.h and lib/libcudart.so.13 (nvidia-cuda-runtime), include/cccl (nvidia-cuda-cccl:
 # <nv/target>, which cuda_fp16.h and cuda_bf16.h include). nvcc's own bin/nvcc.profile adds
@@ -213,7 +214,9 @@ fi
 missing=$(ldd "$LIBTORCH_DIR/lib/libtorch_cpu.so" 2>/dev/null | awk '/not found/ {print $1}' | tr '\n' ' ')
 [ -z "$missing" ] || die "libtorch_cpu.so cannot find: $missing (rerun with a clean $CACHE)"
 
-if [ "$mode" = cuda ]; then ensure_nvcc; fi
+# nvcc in both modes: in cpu mode the CUDA kernels are not linked, but tests/cuda_kernels.rs
+# compiles csrc/*.cu for sm_80 and sm_90 on every test run, so CI checks them without a GPU.
+ensure_nvcc
 
 # -- point cargo at it ------------------------------------------------------------------------------
 mkdir -p "$ROOT/.cargo"
