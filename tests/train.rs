@@ -219,3 +219,45 @@ fn t5_trains_on_the_same_loop_full_and_lora() {
     let msg = format!("{:#}", train::run(&r, &run, &TrainOptions::default()).unwrap_err());
     assert!(msg.contains("training.gradient_checkpointing") && msg.contains("T5"), "{msg}");
 }
+
+#[test]
+fn flan_t5_small_recipe_trains_from_a_local_folder_of_the_real_shape() {
+    let _rng = common::rng_lock();
+    let d = tempfile::tempdir().unwrap();
+    // A flan-t5-small-shaped checkpoint (random weights) with the real tokenizer, where the recipe
+    // expects a downloaded folder.
+    let shared = common::shared().join("models/flan-t5-small");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(shared.join("config.json")).unwrap()).unwrap();
+    let cfg = steptune::model::t5::T5Config::from_json(&config).unwrap();
+    tch::manual_seed(0);
+    let mut w = steptune::model::t5::T5::random_weights(&cfg, tch::Kind::Float, tch::Device::Cpu);
+    let model = steptune::model::t5::T5::from_weights(cfg, &mut w, tch::Kind::Float, tch::Device::Cpu).unwrap();
+    let folder = d.path().join("models/flan-t5-small");
+    let tok = steptune::model::tokenizer::TokenizerBundle::from_dir(&shared).unwrap();
+    steptune::model::save_t5(&model, &folder, Some(&tok)).unwrap();
+    drop(model);
+
+    let mut r = LoadedRecipe::load(&common::repo().join("recipes/flan-t5-small-full.yaml")).unwrap();
+    // The document's values.
+    let (f, t) = (&r.recipe.finetune, &r.recipe.training);
+    assert_eq!(format!("{:?}", f.method), "Full");
+    assert_eq!((t.learning_rate, t.per_device_train_batch_size, t.num_train_epochs), (5e-5, 4, 100.0));
+    assert!(t.early_stopping_patience > 0 && format!("{:?}", t.eval_strategy) == "Epoch");
+    assert_eq!(r.recipe.model.source, "./models/flan-t5-small");
+    // A folder that is not there is named, with what to do (not taken for a Hub id).
+    r.recipe.model.source = "./no-such-folder/flan-t5-small".into();
+    let missing = format!("{:#}", steptune::model::source::resolve(&r, true).map(|_| ()).unwrap_err());
+    assert!(missing.contains("./no-such-folder/flan-t5-small") && missing.contains("huggingface-cli download"), "{missing}");
+    // Present, it trains: two steps on a few rows.
+    r.recipe.model.source = folder.display().to_string();
+    r.recipe.output_dir = Some(d.path().join("run"));
+    r.recipe.training.max_steps = Some(2);
+    r.recipe.training.device = "cpu".into();
+    r.recipe.data.limit = Some(12);
+    let run = prepared(&r);
+    let out = train::run(&r, &run, &TrainOptions::default()).unwrap();
+    assert_eq!(out.steps, 2);
+    assert!(out.final_eval_loss.unwrap().is_finite());
+    let tuned = steptune::model::load_t5(&run.path("model"), tch::Kind::Float, tch::Device::Cpu).unwrap();
+    assert_eq!((tuned.cfg.d_model, tuned.cfg.num_layers, tuned.cfg.vocab_size), (512, 8, 32128));
+}

@@ -151,6 +151,13 @@ pub fn resolve(recipe: &LoadedRecipe, need_weights: bool) -> Result<ModelFiles> 
         }
         let config = read_json(&cfg)?;
         (Some(dir), Some(config))
+    } else if m.source.starts_with("./") || m.source.starts_with("../") || m.source.starts_with('/') || m.source.starts_with('~') {
+        bail!(
+            "model.source `{}`: no such folder (looked in the current directory and beside the recipe). Put the model's \
+             Hugging Face folder there (for example `huggingface-cli download google/flan-t5-small --local-dir models/flan-t5-small`), \
+             or give its Hub id (org/name) to use the Hugging Face cache",
+            m.source
+        );
     } else if looks_like_hub_id(&m.source) {
         let has_weights = |d: &Path| d.join("model.safetensors").exists() || d.join("model.safetensors.index.json").exists();
         match cached_snapshot(&m.source, &m.revision) {
