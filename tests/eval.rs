@@ -4,7 +4,6 @@ mod common;
 
 use common::steptune;
 
-
 #[test]
 fn run_writes_a_base_vs_tuned_report_and_human_sheets_round_trip() {
     let d = tempfile::tempdir().unwrap();
@@ -85,4 +84,39 @@ fn run_writes_a_base_vs_tuned_report_and_human_sheets_round_trip() {
     let (code, _, err) = steptune(&["human-eval", "import", r, "--key", "key.json", "carol.csv"], d.path());
     assert_eq!(code, 1);
     assert!(err.contains("carol.csv") && err.contains("row 2"), "{err}");
+}
+
+/// The whole run (prepare → train → eval → report) for the other two paths: T5 (seq2seq prompts,
+/// the T5 generator) and QLoRA (the tuned model is the 4-bit base with the adapter).
+#[test]
+fn t5_and_qlora_runs_write_reports() {
+    let d = tempfile::tempdir().unwrap();
+    let tok = common::shared().join("models/flan-t5-small");
+    let t5 = format!(
+        "name: t5\noutput_dir: {}\nmodel:\n  source: random\n  architecture: t5\n  tokenizer: {}\n  config: {{model_type: t5, d_model: 32, d_kv: 8, d_ff: 64, num_layers: 1, num_heads: 4, feed_forward_proj: gated-gelu, tie_word_embeddings: false}}\nfinetune: {{method: full}}\ntraining: {{max_steps: 3, device: cpu, per_device_train_batch_size: 8, learning_rate: 3.0e-3}}\ndata:\n  files: [{}]\n  columns: {{group: intent}}\n  limit: 30\n  max_length: 256\neval: {{max_new_tokens: 12, max_samples: 4}}\n",
+        d.path().join("t5").display(),
+        tok.display(),
+        common::repo().join("data/procedures.jsonl").display()
+    );
+    let t5_recipe = common::write(d.path(), "t5.yaml", t5.as_bytes());
+    let qlora = common::tiny_recipe(
+        d.path(),
+        "q",
+        "{method: qlora, lora_r: 4, lora_alpha: 8, quantization: {bnb_4bit_compute_dtype: fp32}}",
+        "{max_steps: 3, device: cpu, per_device_train_batch_size: 8, learning_rate: 3.0e-3, gradient_checkpointing: true}",
+        "eval: {max_new_tokens: 12, max_samples: 4}\n",
+    );
+    for (recipe, run) in [(t5_recipe, d.path().join("t5")), (qlora, d.path().join("run"))] {
+        let (code, _, err) = steptune(&["run", recipe.to_str().unwrap()], d.path());
+        assert_eq!(code, 0, "{}: {err}", recipe.display());
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+        assert_eq!(json["eval_prompts"], 4, "{}", recipe.display());
+        let names: Vec<&str> = json["systems"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["base", "tuned"]);
+        let preds = std::fs::read_to_string(run.join("eval/predictions_tuned.jsonl")).unwrap();
+        assert_eq!(preds.lines().count(), 4);
+    }
+    // QLoRA's adapter is the output; its base is the 16-bit folder the 4-bit model was quantized from.
+    assert!(d.path().join("run/adapter/adapter_model.safetensors").exists());
+    assert!(d.path().join("t5/model/model.safetensors").exists());
 }
