@@ -115,9 +115,14 @@ fn qlora_loss_and_lora_gradients_equal_peft_with_bitsandbytes() {
     let f = weights::read_file(&models().join("qwen3_a_bnb4bit/qlora_grads.safetensors"), None, Device::Cpu, &|_| true).unwrap();
     let batch = weights::read_file(&models().join("qwen3_a/lora_grads.safetensors"), None, Device::Cpu, &|_| true).unwrap();
     let spec = QuantSpec { blocksize: 64, double_quant: true, compute: Kind::Float };
-    // Both ways in: the checkpoint transformers wrote in 4 bits, and the 16-bit checkpoint
-    // quantized by steptune as it loads. Both must be bitsandbytes' weights exactly.
-    for dir in ["qwen3_a_bnb4bit", "qwen3_a"] {
+    // Three ways in: the checkpoint transformers wrote in 4 bits, the 16-bit checkpoint quantized
+    // by steptune as it loads, and `steptune quantize`'s folder. All must hold bitsandbytes'
+    // weights exactly.
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = steptune::adapt::quantize::QuantizeOptions { double_quant: true, compute_dtype: "float32".into() };
+    steptune::adapt::quantize::quantize_model_dir(&models().join("qwen3_a"), tmp.path(), &opts).unwrap();
+    let quantized = tmp.path().display().to_string();
+    for dir in ["qwen3_a_bnb4bit", "qwen3_a", quantized.as_str()] {
         let mut model = load_decoder_4bit(&models().join(dir), spec, Kind::Float, Device::Cpu).unwrap();
         for (i, layer) in model.layers.iter().enumerate() {
             for (name, lin) in model.linears_of(layer) {

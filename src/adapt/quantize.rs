@@ -88,28 +88,6 @@ pub fn quantization_config(opts: &QuantizeOptions) -> Result<Value> {
     }))
 }
 
-/// The checkpoint files of a model folder: model.safetensors or the shards of its index.
-fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let single = dir.join("model.safetensors");
-    if single.exists() {
-        return Ok(vec![single]);
-    }
-    let index = dir.join("model.safetensors.index.json");
-    ensure!(index.exists(), "{} holds neither model.safetensors nor model.safetensors.index.json", dir.display());
-    let idx: Value = serde_json::from_str(&std::fs::read_to_string(&index)?).with_context(|| format!("{} is not valid JSON", index.display()))?;
-    let map = idx.get("weight_map").and_then(|m| m.as_object()).with_context(|| format!("{} has no weight_map", index.display()))?;
-    let mut shards: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
-    shards.sort_unstable();
-    shards.dedup();
-    shards
-        .into_iter()
-        .map(|s| {
-            let p = dir.join(s);
-            ensure!(p.exists(), "shard {} named by {} is missing", p.display(), index.display());
-            Ok(p)
-        })
-        .collect()
-}
 
 fn dtype_str(d: Dtype) -> Result<&'static str> {
     Ok(match d {
@@ -226,7 +204,7 @@ pub fn quantize_model_dir(model: &Path, out: &Path, opts: &QuantizeOptions) -> R
     let obj = config.as_object_mut().with_context(|| format!("{}/config.json is not a JSON object", model.display()))?;
     ensure!(!obj.contains_key("quantization_config"), "{} is already quantized (its config.json has a quantization_config)", model.display());
     obj.insert("quantization_config".into(), quantization_config(opts)?);
-    let files = checkpoint_files(model)?;
+    let files = crate::model::weights::model_files(model)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
 
     let mut writer = StreamingWriter::new(out.join("model.safetensors.data.tmp"))?;

@@ -14,6 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::adapt::lora::Linear;
 use crate::adapt::nf4;
+use crate::adapt::quantize::is_decoder_projection;
 use crate::recipe::Architecture;
 use source::ModelKind;
 use qwen3::{DecoderConfig, Qwen3};
@@ -154,7 +155,7 @@ pub fn load_decoder(dir: &Path, kind: Kind, device: Device) -> Result<Qwen3> {
     let mut w = if is_bnb_4bit(&config) {
         // A `*-bnb-4bit` checkpoint loads in 16 bits by dequantizing its projections.
         let mut w = weights::read_model_dir(dir, None, device, &|_| true)?;
-        let names: Vec<String> = w.keys().filter(|n| is_quantized_projection(n)).cloned().collect();
+        let names: Vec<String> = w.keys().filter(|n| is_decoder_projection(n)).cloned().collect();
         for name in names {
             if let Some(q) = nf4::from_checkpoint_tensors(&name, &mut w).with_context(|| format!("{}: reading the 4-bit `{name}`", dir.display()))? {
                 w.insert(name, nf4::dequantize(&q));
@@ -181,12 +182,6 @@ pub struct QuantSpec {
     pub compute: Kind,
 }
 
-/// Whether a checkpoint tensor is one of the decoder layers' projections, which QLoRA stores in
-/// 4 bits (embeddings, norms and lm_head stay 16-bit, as in transformers + bitsandbytes).
-pub fn is_quantized_projection(name: &str) -> bool {
-    name.starts_with("model.layers.") && name.ends_with("_proj.weight") && (name.contains(".self_attn.") || name.contains(".mlp."))
-}
-
 /// Whether config.json says the checkpoint is already stored in bitsandbytes 4-bit (`*-bnb-4bit`).
 pub fn is_bnb_4bit(config: &serde_json::Value) -> bool {
     let q = &config["quantization_config"];
@@ -205,7 +200,7 @@ pub fn load_decoder_4bit(dir: &Path, spec: QuantSpec, kind: Kind, device: Device
     let mut quantized = HashMap::new();
     if is_bnb_4bit(&config) {
         let mut stored = weights::read_model_dir(dir, None, device, &|_| true)?;
-        let names: Vec<String> = stored.keys().filter(|n| is_quantized_projection(n)).cloned().collect();
+        let names: Vec<String> = stored.keys().filter(|n| is_decoder_projection(n)).cloned().collect();
         for name in names {
             let q = nf4::from_checkpoint_tensors(&name, &mut stored).with_context(|| format!("{}: reading the 4-bit `{name}`", dir.display()))?;
             match q {
@@ -222,7 +217,7 @@ pub fn load_decoder_4bit(dir: &Path, spec: QuantSpec, kind: Kind, device: Device
         for path in weights::model_files(dir)? {
             weights::visit_file(&path, &|_| true, &mut |name, t| {
                 let t = weights::convert(t, Some(kind), device);
-                if is_quantized_projection(&name) {
+                if is_decoder_projection(&name) {
                     let q = nf4::quantize(&t, spec.blocksize, spec.double_quant).with_context(|| format!("quantizing {name}"))?;
                     quantized.insert(name, q);
                 } else {
