@@ -162,3 +162,44 @@ fn lora_branch_beside_a_4bit_base_starts_at_the_base_output() {
     lin.lora = Some(LoraBranch::new(64, 32, 8, 16.0, 0.0, Kind::Float, Device::Cpu));
     assert!(lin.forward(&x, true).equal(&before));
 }
+
+/// Where a GPU is lent (`--features cuda` builds are for GPU machines): the CUDA kernel gives the
+/// CPU path's values bit for bit (float32 and bfloat16, plain and double-quantized absmax), the
+/// 4-bit linear runs on the GPU, and the kernel's bandwidth is printed for the benchmark notes.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_dequantize_equals_the_cpu_path() {
+    assert!(tch::Cuda::is_available(), "this --features cuda build needs a visible GPU for its CUDA tests");
+    let gpu = Device::Cuda(0);
+    tch::manual_seed(9);
+    for nested in [false, true] {
+        for kind in [Kind::Float, Kind::BFloat16] {
+            let q = Nf4Tensor { dtype: kind, ..random_state(301, 77, nested) };
+            let cpu = nf4::dequantize(&q);
+            let on_gpu = nf4::dequantize(&q.to_device(gpu)).to_device(Device::Cpu);
+            assert!(cpu.equal(&on_gpu), "nested={nested} {kind:?}: the kernel differs from the CPU path");
+        }
+    }
+    let q = random_state(256, 512, true);
+    let x = Tensor::randn([4, 512], (Kind::Float, Device::Cpu));
+    let want = nf4::linear(&x, &q);
+    let xg = x.to_device(gpu).set_requires_grad(true);
+    let y = nf4::linear(&xg, &q.to_device(gpu));
+    assert!(max_rel(&y.to_device(Device::Cpu), &want) < 1e-5);
+    y.sum(Kind::Float).backward();
+    assert_eq!(xg.grad().size(), [4, 512]);
+    // Bandwidth: an 8B-sized projection (4096 × 14336), bytes read + written per second.
+    let big = Nf4Tensor { dtype: Kind::BFloat16, ..random_state(4096, 14336, true) }.to_device(gpu);
+    let _ = nf4::dequantize(&big);
+    tch::Cuda::synchronize(0);
+    let start = std::time::Instant::now();
+    let reps = 50;
+    for _ in 0..reps {
+        let _ = nf4::dequantize(&big);
+    }
+    tch::Cuda::synchronize(0);
+    let secs = start.elapsed().as_secs_f64() / reps as f64;
+    let n = (4096 * 14336) as f64;
+    let bytes = n * 0.5 + n / 64.0 + n * 2.0;
+    eprintln!("nf4 dequantize 4096x14336 → bf16: {:.1} µs, {:.0} GB/s", secs * 1e6, bytes / secs / 1e9);
+}
