@@ -151,7 +151,9 @@ enum Command {
     /// Human evaluation sheets: export for raters, import their ratings.
     #[command(subcommand)]
     HumanEval(HumanEval),
-    /// Benchmark: training throughput and peak memory on a prepared file (scripts/bench_train.sh).
+    /// Benchmark: training throughput and memory on a prepared file, one JSON line
+    /// (scripts/bench_train.sh, bench_qlora.sh, bench_t5.sh). Modes: padded (file order, padded
+    /// to the file's longest row), ordered (file order, dynamic padding), realistic (length-grouped).
     #[command(hide = true)]
     BenchTrain {
         recipe: PathBuf,
@@ -163,6 +165,12 @@ enum Command {
         steps: usize,
         #[arg(long, default_value_t = 3)]
         warmup_steps: usize,
+        /// Override finetune.method: full, lora or qlora.
+        #[arg(long)]
+        method: Option<String>,
+        /// Override training.gradient_checkpointing: true or false.
+        #[arg(long)]
+        gradient_checkpointing: Option<bool>,
         #[arg(long)]
         json: bool,
     },
@@ -329,8 +337,18 @@ fn main() {
             eprintln!("human-eval: wrote {} and added it to report.md", p.display());
             Ok(())
         }),
-        (Some(Command::BenchTrain { recipe, prepared, mode, steps, warmup_steps, json: _ }), _) => LoadedRecipe::load(&recipe)
-            .and_then(|r| train::bench::run(&r, &prepared, &mode, steps, warmup_steps))
+        (Some(Command::BenchTrain { recipe, prepared, mode, steps, warmup_steps, method, gradient_checkpointing, json: _ }), _) => LoadedRecipe::load(&recipe)
+            .and_then(|r| {
+                let method = match method.as_deref() {
+                    None => None,
+                    Some("full") => Some(steptune::recipe::Method::Full),
+                    Some("lora") => Some(steptune::recipe::Method::Lora),
+                    Some("qlora") => Some(steptune::recipe::Method::Qlora),
+                    Some(other) => anyhow::bail!("--method must be full, lora or qlora, not {other}"),
+                };
+                let opts = train::bench::BenchOptions { mode, steps, warmup: warmup_steps, method, gradient_checkpointing };
+                train::bench::run(&r, &prepared, &opts)
+            })
             .map(|v| println!("{v}")),
         (Some(Command::Version), _) => {
             println!("{}", serde_json::to_string_pretty(&steptune::run::versions()).unwrap_or_default());
