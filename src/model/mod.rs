@@ -232,7 +232,24 @@ pub fn load_decoder_4bit(dir: &Path, spec: QuantSpec, kind: Kind, device: Device
     if !left.is_empty() {
         bail!("{}: checkpoint tensors were not used (for example {left:?}): is this the right architecture?", dir.display());
     }
+    release_freed_memory();
     Ok(model)
+}
+
+/// Hands memory freed by the quantizer's per-tensor temporaries back to the system: glibc keeps
+/// it otherwise, and the resident size after a 4-bit load would overstate what the process holds
+/// (the benchmark saw 616-648 MiB where 455 MiB were live, on a 4-layer Qwen3-0.6B shape).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: glibc's malloc_trim only returns free heap pages to the kernel.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
 }
 
 /// Any supported HF folder, by its config's `model_type`: T5 (encoder-decoder) or a decoder-only

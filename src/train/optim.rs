@@ -2,7 +2,8 @@
 //! continues exactly (tch's optimizer cannot save its state).
 //!
 //! Each parameter keeps an fp32 master copy when the model computes in bf16/fp16, so small updates
-//! are not lost to rounding; moments are fp32 too.
+//! are not lost to rounding; an fp32 parameter is its own master (no second copy). Moments are
+//! fp32 too.
 use anyhow::{Context, Result};
 use tch::{Kind, Tensor};
 
@@ -12,11 +13,27 @@ pub struct Param {
     pub name: String,
     /// The tensor the model computes with (requires grad).
     pub tensor: Tensor,
-    /// fp32 copy updated by the optimizer; written back to `tensor` after each step.
+    /// fp32 weights the optimizer updates: `tensor` itself (same storage) when it is fp32, else a
+    /// copy written back to `tensor` after each step.
     master: Tensor,
     m: Tensor,
     v: Tensor,
     pub decay: bool,
+}
+
+impl Param {
+    fn is_own_master(&self) -> bool {
+        self.tensor.kind() == Kind::Float
+    }
+
+    /// The updated master into the tensor the model computes with (nothing to do when it is its
+    /// own master).
+    fn write_back(&mut self) {
+        if !self.is_own_master() {
+            let mut t = self.tensor.shallow_clone();
+            let _ = t.copy_(&self.master.to_kind(self.tensor.kind()));
+        }
+    }
 }
 
 pub struct AdamW {
@@ -40,7 +57,7 @@ impl AdamW {
         let params = named
             .into_iter()
             .map(|(name, tensor)| {
-                let master = tensor.detach().to_kind(Kind::Float).copy();
+                let master = if tensor.kind() == Kind::Float { tensor.detach() } else { tensor.detach().to_kind(Kind::Float).copy() };
                 let m = master.zeros_like();
                 let v = master.zeros_like();
                 let decay = decays(&name);
@@ -78,8 +95,7 @@ impl AdamW {
             let _ = p.v.g_mul_scalar_(self.beta2).g_add_(&(&g * &g * (1.0 - self.beta2)));
             let denom = p.v.sqrt() / bc2.sqrt() + self.eps;
             let _ = p.master.g_sub_(&(&p.m / &denom * (lr / bc1)));
-            let mut t = p.tensor.shallow_clone();
-            let _ = t.copy_(&p.master.to_kind(p.tensor.kind()));
+            p.write_back();
         }
     }
 
@@ -101,9 +117,14 @@ impl AdamW {
             let mut get = |suffix: &str| w.remove(&format!("{}.{suffix}", p.name)).with_context(|| format!("optimizer state lacks {}.{suffix}", p.name));
             p.m = get("exp_avg")?.to_device(p.tensor.device());
             p.v = get("exp_avg_sq")?.to_device(p.tensor.device());
-            p.master = get("master")?.to_device(p.tensor.device());
-            let mut t = p.tensor.shallow_clone();
-            let _ = t.copy_(&p.master.to_kind(p.tensor.kind()));
+            let master = get("master")?.to_device(p.tensor.device());
+            if p.is_own_master() {
+                let mut t = p.tensor.shallow_clone();
+                let _ = t.copy_(&master);
+            } else {
+                p.master = master;
+                p.write_back();
+            }
         }
         self.step = w.remove("step").context("optimizer state lacks step")?.int64_value(&[]);
         Ok(())
