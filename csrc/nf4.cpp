@@ -110,19 +110,29 @@ Tensor absmax_f32(const Nf4State& s) {
   return v.add(static_cast<float>(s.offset));
 }
 
+// Per block: the 16 possible values NF4[c] * absmax, each computed once in float32 and rounded once
+// to T (bit-identical to rounding every element's product), then one table lookup per element.
 template <typename T>
 void dequantize_cpu(const uint8_t* packed, const float* absmax, T* out, int64_t n, int64_t blocksize) {
   const int64_t blocks = (n + blocksize - 1) / blocksize;
   const int64_t grain = std::max<int64_t>(1, 16384 / blocksize);
   at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+    T table[16];
     for (int64_t b = b0; b < b1; ++b) {
       const float scale = absmax[b];
+      for (int c = 0; c < 16; ++c) table[c] = static_cast<T>(kNf4[c] * scale);
+      int64_t i = b * blocksize;
       const int64_t end = std::min(n, (b + 1) * blocksize);
-      for (int64_t i = b * blocksize; i < end; ++i) {
-        const uint8_t byte = packed[i >> 1];
-        const float product = kNf4[(i & 1) ? (byte & 0x0F) : (byte >> 4)] * scale;
-        out[i] = static_cast<T>(product);
+      if (i & 1) {  // an odd block start (odd blocksize): its first value is a low nibble
+        out[i] = table[packed[i >> 1] & 0x0F];
+        ++i;
       }
+      for (; i + 1 < end; i += 2) {
+        const uint8_t byte = packed[i >> 1];
+        out[i] = table[byte >> 4];
+        out[i + 1] = table[byte & 0x0F];
+      }
+      if (i < end) out[i] = table[packed[i >> 1] >> 4];
     }
   });
 }
