@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "ffi_common.h"
+#include "nf4_code.h"
 
 #ifdef STEPTUNE_CUDA_KERNELS
 #include <c10/cuda/CUDAGuard.h>
@@ -32,25 +33,7 @@ using torch::Tensor;
 
 namespace {
 
-// bitsandbytes `get_4bit_type("nf4")` (QLoRA paper, appendix E), as float32.
-constexpr float kNf4[16] = {
-    -1.0f,
-    -0.6961928009986877f,
-    -0.5250730514526367f,
-    -0.39491748809814453f,
-    -0.28444138169288635f,
-    -0.18477343022823334f,
-    -0.09105003625154495f,
-    0.0f,
-    0.07958029955625534f,
-    0.16093020141124725f,
-    0.24611230194568634f,
-    0.33791524171829224f,
-    0.44070982933044434f,
-    0.5626170039176941f,
-    0.7229568362236023f,
-    1.0f,
-};
+constexpr float kNf4[16] = STEPTUNE_NF4_CODE;
 
 /// The quantization state of one weight, as the Rust side holds it (src/adapt/nf4.rs).
 struct Nf4State {

@@ -5,34 +5,18 @@
 //     flattened weight;
 //   - value[i] = NF4[code(i)] * absmax[i / blocksize], for 0 <= i < n (n may be odd and need not be
 //     a multiple of blocksize).
-// Pure CUDA runtime (no ATen headers): csrc/steptune_ops.cpp checks the tensors and calls these on
+// Pure CUDA runtime (no ATen headers): csrc/nf4.cpp checks the tensors and calls these on
 // PyTorch's current stream.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "nf4_code.h"
+
 namespace {
 
-// The NF4 code book (bitsandbytes `get_4bit_type("nf4")`, QLoRA paper appendix E).
-__constant__ float kNf4[16] = {
-    -1.0f,
-    -0.6961928009986877f,
-    -0.5250730514526367f,
-    -0.39491748809814453f,
-    -0.28444138169288635f,
-    -0.18477343022823334f,
-    -0.09105003625154495f,
-    0.0f,
-    0.07958029955625534f,
-    0.16093020141124725f,
-    0.24611230194568634f,
-    0.33791524171829224f,
-    0.44070982933044434f,
-    0.5626170039176941f,
-    0.7229568362236023f,
-    1.0f,
-};
+__constant__ float kNf4[16] = STEPTUNE_NF4_CODE;
 
 __device__ __forceinline__ void store(float* out, int64_t i, float v) { out[i] = v; }
 __device__ __forceinline__ void store(__nv_bfloat16* out, int64_t i, float v) { out[i] = __float2bfloat16_rn(v); }
