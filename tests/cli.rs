@@ -116,3 +116,27 @@ fn hub_ids_resolve_through_the_hugging_face_cache_or_fail_clearly_offline() {
     assert!(err.contains("acme/not-downloaded") && err.contains("HF_HUB_OFFLINE") && err.contains("huggingface-cli download"), "{err}");
     assert!(started.elapsed().as_secs() < 30);
 }
+
+/// Every shipped recipe is valid, and the tiny T5 recipe prepares seq2seq examples from the
+/// flan-t5 tokenizer beside the checkout: source = prompt + eos, target = numbered steps + eos.
+#[test]
+fn shipped_recipes_check_and_the_t5_recipe_prepares_seq2seq_examples() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut names: Vec<String> = std::fs::read_dir(repo.join("recipes")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.ends_with(".yaml")).collect();
+    names.sort();
+    assert!(names.len() >= 5, "{names:?}");
+    for n in &names {
+        let (code, _, err) = steptune(&["check", &format!("recipes/{n}")], repo);
+        assert_eq!(code, 0, "{n}: {err}");
+    }
+    let _ = common::shared();
+    let d = tempfile::tempdir().unwrap();
+    let (code, _, err) = steptune(&["prepare", "recipes/t5-tiny.yaml", "--output-dir", d.path().to_str().unwrap()], repo);
+    assert_eq!(code, 0, "{err}");
+    let first = std::fs::read_to_string(d.path().join("prepared/train.jsonl")).unwrap();
+    let row: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    let ids: Vec<i64> = serde_json::from_value(row["input_ids"].clone()).unwrap();
+    let labels: Vec<i64> = serde_json::from_value(row["labels"].clone()).unwrap();
+    assert_eq!((ids.last(), labels.last()), (Some(&1), Some(&1)), "both end with </s>");
+    assert!(labels.iter().all(|&l| l >= 0), "every target token is labelled");
+}
