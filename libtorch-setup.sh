@@ -3,7 +3,7 @@
 # plain `cargo build|run|test` work afterwards. Idempotent: a second run only re-checks.
 #
 #   ./libtorch-setup.sh          cpu mode where no NVIDIA GPU is present, cuda mode otherwise
-#   ./libtorch-setup.sh cpu      slim CPU libtorch (about 0.9 GB on disk), plus nvcc to check kernels
+#   ./libtorch-setup.sh cpu      slim CPU libtorch (about 0.9 GB on disk)
 #   ./libtorch-setup.sh cuda     libtorch with its CUDA libraries, plus nvcc 13.0 from PyPI
 #
 # Where libtorch comes from, first match wins:
@@ -15,8 +15,8 @@
 #      libcudart.so.13 and libcupti.so.13, which come from their own small wheels.
 #
 # Environment: STEPTUNE_CACHE (default ~/.cache/steptune) holds the built folders and tools
-# and nvcc 13.0 from PyPI ($STEPTUNE_CACHE/cuda-nvcc-13.0.88, both modes: the test suite compiles
-# the CUDA kernels even where no GPU is present).
+# and nvcc 13.0 from PyPI ($STEPTUNE_CACHE/cuda-nvcc-13.0.88: cuda mode, or STEPTUNE_WITH_NVCC=1
+# in cpu mode, which the test command sets so the suite compiles the CUDA kernels without a GPU).
 set -euo pipefail
 
 TORCH_VERSION=2.11.0
@@ -126,7 +126,8 @@ build_cuda_from_wheel() {
   echo "$TORCH_VERSION+cuda" >"$dest/torch/build-version"
 }
 
-# nvcc $NVCC_VERSION from PyPI into its own folder (both modes, whichever libtorch is used).
+# nvcc $NVCC_VERSION from PyPI into its own folder (cuda mode, or STEPTUNE_WITH_NVCC=1; whichever
+# libtorch is used).
 # The wheels share one `nvidia/cu13` tree: bin/nvcc, nvvm/bin/cicc, include/crt (nvidia-cuda-crt),
 # include/cuda_runtime.h and lib/libcudart.so.13 (nvidia-cuda-runtime), include/cccl (nvidia-cuda-cccl:
 # <nv/target>, which cuda_fp16.h and cuda_bf16.h include). nvcc's own bin/nvcc.profile adds
@@ -214,9 +215,13 @@ fi
 missing=$(ldd "$LIBTORCH_DIR/lib/libtorch_cpu.so" 2>/dev/null | awk '/not found/ {print $1}' | tr '\n' ' ')
 [ -z "$missing" ] || die "libtorch_cpu.so cannot find: $missing (rerun with a clean $CACHE)"
 
-# nvcc in both modes: in cpu mode the CUDA kernels are not linked, but tests/cuda_kernels.rs
-# compiles csrc/*.cu for sm_80 and sm_90 on every test run, so CI checks them without a GPU.
-ensure_nvcc
+# nvcc: always in cuda mode. In cpu mode the kernels are not linked, but the test suite compiles
+# csrc/*.cu for sm_80 and sm_90 (tests/cuda_kernels.rs), so CI checks them without a GPU: the test
+# command asks for nvcc with STEPTUNE_WITH_NVCC=1; once installed it is kept in the config. The
+# main job needs none, and does not download it.
+if [ "$mode" = cuda ] || [ "${STEPTUNE_WITH_NVCC:-0}" = 1 ] || [ -x "$CACHE/cuda-nvcc-$NVCC_VERSION/nvidia/cu13/bin/nvcc" ]; then
+  ensure_nvcc
+fi
 
 # -- point cargo at it ------------------------------------------------------------------------------
 mkdir -p "$ROOT/.cargo"

@@ -1,13 +1,13 @@
 //! The CUDA kernels of csrc/*.cu compile with nvcc for sm_80 (A100) and sm_90 (H100/H200) on every
-//! test run, GPU or not: ./libtorch-setup.sh installs nvcc from PyPI in both modes. With
-//! `--features cuda` build.rs also links them; their values are tested against the CPU path in
-//! tests/qlora.rs where a GPU is present.
+//! test run, GPU or not: the test command's `STEPTUNE_WITH_NVCC=1 ./libtorch-setup.sh` installs nvcc
+//! from PyPI. With `--features cuda` build.rs also links them; their values are tested against
+//! the CPU path in tests/qlora.rs where a GPU is present.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn nvcc() -> (PathBuf, Vec<PathBuf>) {
     let nvcc = std::env::var("STEPTUNE_NVCC").unwrap_or_else(|_| {
-        panic!("STEPTUNE_NVCC is unset: run ./libtorch-setup.sh (it installs nvcc 13.0 from PyPI and writes .cargo/config.toml)")
+        panic!("STEPTUNE_NVCC is unset: run STEPTUNE_WITH_NVCC=1 ./libtorch-setup.sh (it installs nvcc 13.0 from PyPI and writes .cargo/config.toml)")
     });
     let include = std::env::var("STEPTUNE_CUDA_INCLUDE").map(|v| std::env::split_paths(&v).collect()).unwrap_or_default();
     (PathBuf::from(nvcc), include)

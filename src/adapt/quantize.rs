@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 use tch::{Kind, Tensor};
 
 use super::nf4;
+use crate::model::weights;
 
 /// What `steptune quantize` does.
 #[derive(Clone, Debug)]
@@ -89,39 +90,24 @@ pub fn quantization_config(opts: &QuantizeOptions) -> Result<Value> {
 }
 
 
-fn dtype_str(d: Dtype) -> Result<&'static str> {
-    Ok(match d {
-        Dtype::BOOL => "BOOL",
-        Dtype::U8 => "U8",
-        Dtype::I8 => "I8",
-        Dtype::I16 => "I16",
-        Dtype::I32 => "I32",
-        Dtype::I64 => "I64",
-        Dtype::BF16 => "BF16",
-        Dtype::F16 => "F16",
-        Dtype::F32 => "F32",
-        Dtype::F64 => "F64",
-        other => bail!("unsupported safetensors dtype {other:?}"),
-    })
+/// The dtype's name in a safetensors header ("BF16", "U8", ...), as the format serialises it.
+fn dtype_str(d: Dtype) -> Result<String> {
+    match serde_json::to_value(d)? {
+        Value::String(name) => Ok(name),
+        other => bail!("unexpected safetensors dtype name {other}"),
+    }
 }
 
-fn kind_of(d: Dtype) -> Result<Kind> {
-    Ok(match d {
-        Dtype::BF16 => Kind::BFloat16,
-        Dtype::F16 => Kind::Half,
-        Dtype::F32 => Kind::Float,
-        other => bail!("a projection weight stored as {other:?} cannot be NF4-quantized (float32, bfloat16 or float16 only)"),
-    })
+/// The kind a projection weight is read in: only floats can be NF4-quantized.
+fn float_kind_of(d: Dtype) -> Result<Kind> {
+    match weights::kind_of(d)? {
+        k @ (Kind::BFloat16 | Kind::Half | Kind::Float) => Ok(k),
+        _ => bail!("a projection weight stored as {d:?} cannot be NF4-quantized (float32, bfloat16 or float16 only)"),
+    }
 }
 
-fn kind_str(k: Kind) -> Result<&'static str> {
-    Ok(match k {
-        Kind::Uint8 => "U8",
-        Kind::Float => "F32",
-        Kind::BFloat16 => "BF16",
-        Kind::Half => "F16",
-        other => bail!("cannot store {other:?}"),
-    })
+fn kind_str(k: Kind) -> Result<String> {
+    dtype_str(weights::dtype_of(k)?)
 }
 
 /// Appends tensors to a data file and remembers their header entries, so a safetensors file is
@@ -156,7 +142,7 @@ impl StreamingWriter {
         let mut bytes = vec![0u8; numel * t.kind().elt_size_in_bytes()];
         t.f_copy_data_u8(&mut bytes, numel)?;
         let shape: Vec<usize> = t.size().iter().map(|&s| s as usize).collect();
-        self.add_raw(name, kind_str(t.kind())?, &shape, &bytes)
+        self.add_raw(name, &kind_str(t.kind())?, &shape, &bytes)
     }
 
     /// Writes `path` = 8-byte header length, the header JSON (space-padded to 8 bytes), the data.
@@ -204,7 +190,7 @@ pub fn quantize_model_dir(model: &Path, out: &Path, opts: &QuantizeOptions) -> R
     let obj = config.as_object_mut().with_context(|| format!("{}/config.json is not a JSON object", model.display()))?;
     ensure!(!obj.contains_key("quantization_config"), "{} is already quantized (its config.json has a quantization_config)", model.display());
     obj.insert("quantization_config".into(), quantization_config(opts)?);
-    let files = crate::model::weights::model_files(model)?;
+    let files = weights::model_files(model)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
 
     let mut writer = StreamingWriter::new(out.join("model.safetensors.data.tmp"))?;
@@ -220,7 +206,7 @@ pub fn quantize_model_dir(model: &Path, out: &Path, opts: &QuantizeOptions) -> R
         for name in names {
             let view = st.tensor(name).map_err(|e| anyhow::anyhow!("{}: tensor {name}: {e:?}", path.display()))?;
             if is_decoder_projection(name) {
-                let kind = kind_of(view.dtype()).with_context(|| format!("{}: tensor {name}", path.display()))?;
+                let kind = float_kind_of(view.dtype()).with_context(|| format!("{}: tensor {name}", path.display()))?;
                 let shape: Vec<i64> = view.shape().iter().map(|&s| s as i64).collect();
                 let w = Tensor::f_from_data_size(view.data(), &shape, kind)?;
                 let q = nf4::quantize(&w, 64, opts.double_quant).with_context(|| format!("quantizing {name}"))?;
@@ -233,7 +219,7 @@ pub fn quantize_model_dir(model: &Path, out: &Path, opts: &QuantizeOptions) -> R
                 }
             } else {
                 report.kept += 1;
-                writer.add_raw(name, dtype_str(view.dtype())?, view.shape(), view.data())?;
+                writer.add_raw(name, &dtype_str(view.dtype())?, view.shape(), view.data())?;
             }
         }
     }

@@ -252,6 +252,20 @@ fn release_freed_memory() {
     }
 }
 
+/// A decoder initialised the way transformers does, from a config.json value (`source: random`).
+pub fn random_decoder(config: &serde_json::Value, arch: Architecture, kind: Kind, device: Device) -> Result<Qwen3> {
+    let cfg = DecoderConfig::from_json(config, arch)?;
+    let mut w = Qwen3::random_weights(&cfg, kind, device);
+    Qwen3::from_weights(cfg, &mut w, kind, device)
+}
+
+/// A T5 initialised the way transformers does, from a config.json value (`source: random`).
+pub fn random_t5(config: &serde_json::Value, kind: Kind, device: Device) -> Result<T5> {
+    let cfg = T5Config::from_json(config)?;
+    let mut w = T5::random_weights(&cfg, kind, device);
+    T5::from_weights(cfg, &mut w, kind, device)
+}
+
 /// Any supported HF folder, by its config's `model_type`: T5 (encoder-decoder) or a decoder-only
 /// model, whose projections are stored in 4 bits when `quant` is given (QLoRA).
 pub fn load_model(dir: &Path, quant: Option<QuantSpec>, kind: Kind, device: Device) -> Result<Box<dyn Model>> {

@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 /// Named tensors, as a checkpoint holds them.
 pub type Weights = BTreeMap<String, Tensor>;
 
-fn kind_of(d: Dtype) -> Result<Kind> {
+pub(crate) fn kind_of(d: Dtype) -> Result<Kind> {
     Ok(match d {
         Dtype::BOOL => Kind::Bool,
         Dtype::U8 => Kind::Uint8,
@@ -27,7 +27,7 @@ fn kind_of(d: Dtype) -> Result<Kind> {
     })
 }
 
-fn dtype_of(k: Kind) -> Result<Dtype> {
+pub(crate) fn dtype_of(k: Kind) -> Result<Dtype> {
     Ok(match k {
         Kind::Bool => Dtype::BOOL,
         Kind::Uint8 => Dtype::U8,

@@ -23,8 +23,8 @@ use super::batches::{collate, epoch_batches, read_prepared};
 use super::optim::AdamW;
 use crate::adapt::lora::Base;
 use crate::adapt::peft::{self, LoraSpec};
-use crate::model::qwen3::{DecoderConfig, Qwen3};
-use crate::model::t5::{T5Config, T5};
+use crate::model::qwen3::Qwen3;
+use crate::model::t5::T5;
 use crate::model::{self as models, source, Model};
 use crate::recipe::{LoadedRecipe, Method};
 
@@ -135,12 +135,7 @@ impl Net {
 /// The base model as `train::base_model` would load it (without writing anything).
 fn load_net(recipe: &LoadedRecipe, method: Method, kind: Kind, device: Device) -> Result<Net> {
     let r = &recipe.recipe;
-    let q = &r.finetune.quantization;
-    let quant = (method == Method::Qlora).then(|| models::QuantSpec {
-        blocksize: q.blocksize as i64,
-        double_quant: q.bnb_4bit_use_double_quant,
-        compute: super::kind_of(q.bnb_4bit_compute_dtype),
-    });
+    let quant = super::quant_spec_for(recipe, method);
     let files = source::resolve(recipe, true)?;
     if let Some(dir) = &files.dir {
         let config = models::read_config(dir)?;
@@ -162,16 +157,8 @@ fn load_net(recipe: &LoadedRecipe, method: Method, kind: Kind, device: Device) -
     let config = files.config.context("bench-train needs model.config (source: random) or a model folder")?;
     tch::manual_seed(r.seed as i64);
     Ok(match model_kind {
-        source::ModelKind::Seq2Seq => {
-            let cfg = T5Config::from_json(&config)?;
-            let mut w = T5::random_weights(&cfg, kind, device);
-            Net::T5(T5::from_weights(cfg, &mut w, kind, device)?)
-        }
-        source::ModelKind::Causal => {
-            let cfg = DecoderConfig::from_json(&config, files.architecture)?;
-            let mut w = Qwen3::random_weights(&cfg, kind, device);
-            Net::Decoder(Qwen3::from_weights(cfg, &mut w, kind, device)?)
-        }
+        source::ModelKind::Seq2Seq => Net::T5(models::random_t5(&config, kind, device)?),
+        source::ModelKind::Causal => Net::Decoder(models::random_decoder(&config, files.architecture, kind, device)?),
     })
 }
 

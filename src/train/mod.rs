@@ -22,9 +22,7 @@ use self::batches::{collate, epoch_batches, read_prepared, TrainExample};
 use self::checkpoint::TrainerState;
 use self::optim::{clip_grad_norm, AdamW};
 use crate::adapt::peft::{self, LoraSpec};
-use crate::model::qwen3::{DecoderConfig, Qwen3};
 use crate::model::source::ModelKind;
-use crate::model::t5::{T5Config, T5};
 use crate::model::Model;
 use crate::model::tokenizer::TokenizerBundle;
 use crate::model::{self as models, source, QuantSpec};
@@ -89,16 +87,8 @@ pub fn base_model(recipe: &LoadedRecipe, run: &RunDir, tok: &TokenizerBundle, ki
         }
         tch::manual_seed(recipe.recipe.seed as i64);
         let model: Box<dyn Model> = match model_kind {
-            ModelKind::Seq2Seq => {
-                let cfg = T5Config::from_json(&config)?;
-                let mut w = T5::random_weights(&cfg, kind, device);
-                Box::new(T5::from_weights(cfg, &mut w, kind, device)?)
-            }
-            ModelKind::Causal => {
-                let cfg = DecoderConfig::from_json(&config, files.architecture)?;
-                let mut w = Qwen3::random_weights(&cfg, kind, device);
-                Box::new(Qwen3::from_weights(cfg, &mut w, kind, device)?)
-            }
+            ModelKind::Seq2Seq => Box::new(models::random_t5(&config, kind, device)?),
+            ModelKind::Causal => Box::new(models::random_decoder(&config, files.architecture, kind, device)?),
         };
         model.save(&dir, Some(tok))?;
         if quant.is_none() {
@@ -111,8 +101,13 @@ pub fn base_model(recipe: &LoadedRecipe, run: &RunDir, tok: &TokenizerBundle, ki
 
 /// QLoRA's storage of the base (`finetune.quantization`); None for full fine-tuning and LoRA.
 pub fn quant_spec(recipe: &LoadedRecipe) -> Option<QuantSpec> {
+    quant_spec_for(recipe, recipe.recipe.finetune.method)
+}
+
+/// As `quant_spec`, for `method` in place of the recipe's (bench-train overrides it).
+pub fn quant_spec_for(recipe: &LoadedRecipe, method: Method) -> Option<QuantSpec> {
     let f = &recipe.recipe.finetune;
-    (f.method == Method::Qlora).then(|| QuantSpec {
+    (method == Method::Qlora).then(|| QuantSpec {
         blocksize: f.quantization.blocksize as i64,
         double_quant: f.quantization.bnb_4bit_use_double_quant,
         compute: kind_of(f.quantization.bnb_4bit_compute_dtype),
