@@ -17,11 +17,19 @@
 # Environment: STEPTUNE_CACHE (default ~/.cache/steptune) holds the built folders and tools
 # and nvcc 13.0 from PyPI ($STEPTUNE_CACHE/cuda-nvcc-13.0.88: cuda mode, or STEPTUNE_WITH_NVCC=1
 # in cpu mode, which the test command sets so the suite compiles the CUDA kernels without a GPU).
+# With nvcc come the headers c10d's ProcessGroupNCCL.hpp needs: nccl.h of nvidia-nccl-cu13==2.28.9
+# and those of cuBLAS, cuSPARSE, cuSOLVER ($STEPTUNE_CACHE/nccl-2.28.9, .../cuda-lib-headers-13.0.2).
 set -euo pipefail
 
 TORCH_VERSION=2.11.0
 CUDA_WHEELS_VERSION=13.0.*
 NVCC_VERSION=13.0.88
+# nccl.h's version macros change ProcessGroupNCCL::Options' layout: exactly the NCCL torch pins.
+NCCL_VERSION=2.28.9
+# The CUDA math libraries' headers, at the versions torch pins through cuda-toolkit==13.0.2.
+CUDA_TOOLKIT_VERSION=13.0.2
+CUDA_LIB_WHEELS=(nvidia-cublas==13.1.0.3 nvidia-cusparse==12.6.3.3 nvidia-cusolver==12.0.4.66)
+CUDA_LIB_HEADERS=(cublas_v2.h cublas_api.h cublasLt.h cusparse.h cusolverDn.h cusolver_common.h)
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${STEPTUNE_CACHE:-$HOME/.cache/steptune}
 PYTHON=${STEPTUNE_PYTHON:-python3}
@@ -35,7 +43,7 @@ case "$mode" in
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then mode=cuda; else mode=cpu; fi
     say "mode $mode (detected; pass 'cpu' or 'cuda' to choose)" ;;
   cpu|cuda) say "mode $mode (requested)" ;;
-  -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
   *) die "unknown mode '$mode': use cpu, cuda or nothing (auto)" ;;
 esac
 
@@ -168,12 +176,81 @@ ensure_nvcc() {
     cat "$t/log" >&2; rm -rf "$t"; die "$NVCC cannot compile a test kernel (is a host C++ compiler, g++, installed?)"
   fi
   rm -rf "$t"
+  ensure_nccl_headers
+}
+
+# The NCCL_MAJOR.MINOR.PATCH that DIR/nccl.h declares, or nothing.
+nccl_version() {
+  [ -f "$1/nccl.h" ] || return 0
+  awk '/^#define NCCL_(MAJOR|MINOR|PATCH) / {v = v (v == "" ? "" : ".") $3} END {print v}' "$1/nccl.h"
+}
+has_cuda_lib_headers() { local h; for h in "${CUDA_LIB_HEADERS[@]}"; do [ -f "$1/$h" ] || return 1; done; }
+
+# c10d's ProcessGroupNCCL.hpp (csrc/dist.cpp with --features cuda; tests/nccl_compile.rs on every
+# test run) includes nccl.h, which must be nvidia-nccl-cu13==$NCCL_VERSION exactly, and through
+# ATen/cuda/CUDAContextLight.h the headers of cuBLAS, cuSPARSE and cuSOLVER. A CUDA torch install
+# has them beside torch/ (nvidia/nccl/include, nvidia/cu13/include); otherwise only the include
+# folders of those wheels are kept (about 1 GB downloaded, 10 MB kept). Sets NCCL_INCLUDE and
+# adds the math libraries' folder to CUDA_INCLUDE (':'-separated).
+ensure_nccl_headers() {
+  local nvidia; nvidia=$(dirname "$LIBTORCH_DIR")/nvidia
+  local nccl_dest=$CACHE/nccl-$NCCL_VERSION libs_dest=$CACHE/cuda-lib-headers-$CUDA_TOOLKIT_VERSION
+  local libs_include="" wheels=() d
+  NCCL_INCLUDE=""
+  for d in "$nvidia/nccl/include" "$nccl_dest/include"; do
+    if [ "$(nccl_version "$d")" = "$NCCL_VERSION" ]; then NCCL_INCLUDE=$d; break; fi
+  done
+  [ -n "$NCCL_INCLUDE" ] || wheels+=("nvidia-nccl-cu13==$NCCL_VERSION")
+  for d in "$nvidia/cu13/include" "$libs_dest/include"; do
+    if has_cuda_lib_headers "$d"; then libs_include=$d; break; fi
+  done
+  [ -n "$libs_include" ] || wheels+=("${CUDA_LIB_WHEELS[@]}")
+  if [ "${#wheels[@]}" -gt 0 ]; then
+    need_disk 2 "$CACHE"
+    htmp=$(mktemp -d "$CACHE/tmp.XXXXXX")
+    trap 'rm -rf "${tmp:-}" "${htmp:-}"' EXIT
+    say "downloading ${wheels[*]} for their headers (c10d's ProcessGroupNCCL.hpp needs them)"
+    pip_cmd download -q --no-deps --only-binary=:all: -d "$htmp/wheels" "${wheels[@]}" \
+      || die "pip download of ${wheels[*]} failed (is the PyPI registry reachable?)"
+    rm -rf "$nccl_dest.partial" "$libs_dest.partial"
+    # Only the include folders: nvidia/nccl/include of the NCCL wheel, nvidia/cu13/include of the rest.
+    "$PYTHON" - "$htmp" "$nccl_dest.partial" "$libs_dest.partial" <<'PY' || die "unpacking the headers from the wheels failed"
+import sys, zipfile, glob, os
+tmp, nccl_dest, libs_dest = sys.argv[1:]
+for whl in glob.glob(os.path.join(tmp, "wheels", "*.whl")):
+    nccl = os.path.basename(whl).startswith("nvidia_nccl")
+    prefix, dest = ("nvidia/nccl/include/", nccl_dest) if nccl else ("nvidia/cu13/include/", libs_dest)
+    with zipfile.ZipFile(whl) as z:
+        for name in z.namelist():
+            if name.startswith(prefix) and not name.endswith("/"):
+                out = os.path.join(dest, "include", name[len(prefix):])
+                os.makedirs(os.path.dirname(out), exist_ok=True)
+                with open(out, "wb") as f:
+                    f.write(z.read(name))
+PY
+    rm -rf "$htmp"
+    if [ -z "$NCCL_INCLUDE" ]; then
+      v=$(nccl_version "$nccl_dest.partial/include")
+      [ "$v" = "$NCCL_VERSION" ] || die "the nccl.h of nvidia-nccl-cu13==$NCCL_VERSION says version '${v:-none}'"
+      rm -rf "$nccl_dest"; mv "$nccl_dest.partial" "$nccl_dest"
+      NCCL_INCLUDE=$nccl_dest/include
+    fi
+    if [ -z "$libs_include" ]; then
+      has_cuda_lib_headers "$libs_dest.partial/include" \
+        || die "${CUDA_LIB_WHEELS[*]} lack one of ${CUDA_LIB_HEADERS[*]}"
+      rm -rf "$libs_dest"; mv "$libs_dest.partial" "$libs_dest"
+      libs_include=$libs_dest/include
+    fi
+  fi
+  say "NCCL $NCCL_VERSION headers: $NCCL_INCLUDE; cuBLAS/cuSPARSE/cuSOLVER headers: $libs_include"
+  [ "$libs_include" = "$CUDA_INCLUDE" ] || CUDA_INCLUDE=$CUDA_INCLUDE:$libs_include
 }
 
 # -- pick or build the libtorch folder ------------------------------------------------------------
 LIBTORCH_DIR=""
 NVCC=""
 CUDA_INCLUDE=""
+NCCL_INCLUDE=""
 if [ -n "${LIBTORCH:-}" ]; then
   v=$(libtorch_version "$LIBTORCH")
   if [ "$v" = "$TORCH_VERSION" ]; then
@@ -232,6 +309,7 @@ mkdir -p "$ROOT/.cargo"
   echo "LIBTORCH_CXX11_ABI = \"1\""
   if [ -n "$NVCC" ]; then echo "STEPTUNE_NVCC = \"$NVCC\""; fi
   if [ -n "$CUDA_INCLUDE" ]; then echo "STEPTUNE_CUDA_INCLUDE = \"$CUDA_INCLUDE\""; fi
+  if [ -n "$NCCL_INCLUDE" ]; then echo "STEPTUNE_NCCL_INCLUDE = \"$NCCL_INCLUDE\""; fi
   echo "STEPTUNE_LIBTORCH_MODE = \"$mode\""
 } >"$ROOT/.cargo/config.toml"
 say "wrote $ROOT/.cargo/config.toml (LIBTORCH=$LIBTORCH_DIR)"

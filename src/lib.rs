@@ -3,6 +3,7 @@
 //! The flow of one run is recipe → prepare → train → evaluate → report; each stage is a module.
 pub mod adapt;
 pub mod data;
+pub mod dist;
 pub mod eval;
 pub mod ffi;
 pub mod model;

@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use steptune::data::prepare;
+use steptune::dist;
 use steptune::model::generate::{TextGenerator, GenerateConfig};
 use steptune::model::tokenizer::TokenizerBundle;
 use steptune::recipe::LoadedRecipe;
@@ -182,13 +183,37 @@ fn load(recipe: Option<PathBuf>) -> Result<LoadedRecipe> {
     match recipe {
         Some(p) => LoadedRecipe::load(&p),
         None => {
-            eprintln!("steptune: no recipe given, running the embedded quickstart recipe");
+            if dist::world().is_main() {
+                eprintln!("steptune: no recipe given, running the embedded quickstart recipe");
+            }
             Ok(LoadedRecipe::quickstart())
         }
     }
 }
 
+/// The recipe of a stage that may run as one of several ranks (torchrun, srun): joins the job
+/// first, then checks every rank loaded the recipe, so a bad one is reported once, by rank 0.
+fn load_joined(recipe: Option<PathBuf>) -> Result<LoadedRecipe> {
+    let quickstart = recipe.is_none();
+    let loaded = match recipe {
+        Some(p) => LoadedRecipe::load(&p),
+        None => Ok(LoadedRecipe::quickstart()),
+    };
+    let world = dist::init(loaded.as_ref().ok().map(|r| &r.recipe.training))?;
+    if quickstart && world.is_main() {
+        eprintln!("steptune: no recipe given, running the embedded quickstart recipe");
+    }
+    world.agree("loading the recipe", loaded)
+}
+
+/// Under several ranks rank 0 prepares and the others wait for it.
 fn prepare_stage(recipe: &LoadedRecipe, output_dir: Option<PathBuf>, show: usize) -> Result<()> {
+    let world = dist::world();
+    let prepared = if world.is_main() { prepare_alone(recipe, output_dir, show) } else { Ok(()) };
+    world.agree("preparing the data", prepared)
+}
+
+fn prepare_alone(recipe: &LoadedRecipe, output_dir: Option<PathBuf>, show: usize) -> Result<()> {
     let run = RunDir::create(output_dir.unwrap_or_else(|| recipe.output_dir()))?;
     run.write_provenance(recipe, "prepare")?;
     let out = prepare::run(recipe, &run)?;
@@ -201,9 +226,15 @@ fn prepare_stage(recipe: &LoadedRecipe, output_dir: Option<PathBuf>, show: usize
 }
 
 fn train_stage(recipe: &LoadedRecipe, output_dir: Option<PathBuf>, opts: &train::TrainOptions) -> Result<train::TrainOutcome> {
+    let world = dist::world();
     let run = RunDir::create(output_dir.unwrap_or_else(|| recipe.output_dir()))?;
-    run.write_provenance(recipe, "train")?;
+    if world.is_main() {
+        run.write_provenance(recipe, "train")?;
+    }
     let out = train::run(recipe, &run, opts)?;
+    if !world.is_main() {
+        return Ok(out);
+    }
     eprintln!(
         "train: {} steps in {:.1} s ({:.0} tokens/s); eval loss {} → {}; wrote {}",
         out.steps,
@@ -217,10 +248,15 @@ fn train_stage(recipe: &LoadedRecipe, output_dir: Option<PathBuf>, opts: &train:
 }
 
 fn eval_stage(recipe: &LoadedRecipe, output_dir: Option<PathBuf>) -> Result<()> {
+    let world = dist::world();
     let run = RunDir::create(output_dir.unwrap_or_else(|| recipe.output_dir()))?;
-    run.write_provenance(recipe, "eval")?;
+    if world.is_main() {
+        run.write_provenance(recipe, "eval")?;
+    }
     let report = steptune::eval::stage::run(recipe, &run)?;
-    eprintln!("eval: wrote {}, report.json and metrics.png", report.display());
+    if world.is_main() {
+        eprintln!("eval: wrote {}, report.json and metrics.png", report.display());
+    }
     Ok(())
 }
 
@@ -314,16 +350,16 @@ fn main() {
     let cli = Cli::parse();
     let result = match (cli.command, cli.recipe) {
         (Some(Command::Check { recipe }), _) => LoadedRecipe::load(&recipe).map(|r| print!("{}", r.recipe.to_yaml())),
-        (Some(Command::Prepare { recipe, show, output_dir }), _) => load(recipe).and_then(|r| prepare_stage(&r, output_dir, show)),
+        (Some(Command::Prepare { recipe, show, output_dir }), _) => load_joined(recipe).and_then(|r| prepare_stage(&r, output_dir, show)),
         (Some(Command::Train { recipe, restart, stop_after, output_dir }), _) => {
-            load(recipe).and_then(|r| train_stage(&r, output_dir, &train::TrainOptions { restart, stop_after }).map(|_| ()))
+            load_joined(recipe).and_then(|r| train_stage(&r, output_dir, &train::TrainOptions { restart, stop_after }).map(|_| ()))
         }
         (Some(Command::Generate { model, adapter, prompt, system, max_new_tokens, do_sample, temperature, top_p, top_k, seed, device, json }), _) => {
             generate_cmd(GenerateArgs { model, adapter, prompt, system, max_new_tokens, do_sample, temperature, top_p, top_k, seed, device, json })
         }
         (Some(Command::Merge { model, adapter, out }), _) => merge_cmd(&model, &adapter, &out),
         (Some(Command::Quantize { model, out, no_double_quant, compute_dtype }), _) => quantize_cmd(&model, &out, no_double_quant, compute_dtype),
-        (Some(Command::Eval { recipe, output_dir }), _) => load(recipe).and_then(|r| eval_stage(&r, output_dir)),
+        (Some(Command::Eval { recipe, output_dir }), _) => load_joined(recipe).and_then(|r| eval_stage(&r, output_dir)),
         (Some(Command::Score { pred, reference, json, no_stem }), _) => score_cmd(&pred, &reference, json, no_stem),
         (Some(Command::HumanEval(HumanEval::Export { recipe, sheet, key })), _) => load(recipe).and_then(|r| {
             let run = RunDir::create(r.output_dir())?;
@@ -354,12 +390,22 @@ fn main() {
             println!("{}", serde_json::to_string_pretty(&steptune::run::versions()).unwrap_or_default());
             Ok(())
         }
-        (Some(Command::Run { recipe }), _) | (None, recipe) => load(recipe).and_then(|r| main_job(&r)),
+        (Some(Command::Run { recipe }), _) | (None, recipe) => load_joined(recipe).and_then(|r| main_job(&r)),
     };
+    let world = dist::world();
     if let Err(e) = result {
-        eprintln!("steptune: error: {e:#}");
+        // An error rank 0 reported for every rank is not printed again by each.
+        if !dist::is_reported(&e) {
+            if world.size > 1 {
+                eprintln!("steptune: error (rank {} of {}): {e:#}", world.rank, world.size);
+            } else {
+                eprintln!("steptune: error: {e:#}");
+            }
+        }
+        dist::shutdown(Some(&e));
         std::process::exit(1);
     }
+    dist::shutdown(None);
 }
 
 #[cfg(test)]

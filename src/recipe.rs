@@ -166,8 +166,23 @@ pub struct TrainingSection {
     pub early_stopping_patience: u64,
     /// An improvement must exceed this to reset the patience counter.
     pub early_stopping_threshold: f64,
-    /// `auto` (CUDA if present), `cpu`, `cuda` or `cuda:N`.
+    /// `auto` (CUDA if present), `cpu`, `cuda` or `cuda:N`. Under torchrun or srun, `auto` and
+    /// `cuda` mean this rank's GPU (`cuda:LOCAL_RANK`).
     pub device: String,
+    /// The collective backend of a multi-process run: `auto` (NCCL on GPUs, Gloo on CPUs),
+    /// `gloo` or `nccl`.
+    pub ddp_backend: DdpBackend,
+    /// Seconds a rank waits for the others (joining, or in any collective) before the job stops
+    /// with an error naming the rank that did not answer.
+    pub ddp_timeout: f64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DdpBackend {
+    Auto,
+    Gloo,
+    Nccl,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -402,6 +417,8 @@ impl Default for TrainingSection {
             early_stopping_patience: 0,
             early_stopping_threshold: 0.0,
             device: "auto".into(),
+            ddp_backend: DdpBackend::Auto,
+            ddp_timeout: 1800.0,
         }
     }
 }
@@ -657,6 +674,7 @@ impl Recipe {
         in_range(&mut e, "training.adam_epsilon", t.adam_epsilon, 0.0, 1.0, true);
         in_range(&mut e, "training.max_grad_norm", t.max_grad_norm, 0.0, 1e6, false);
         in_range(&mut e, "training.early_stopping_threshold", t.early_stopping_threshold, 0.0, 1e6, false);
+        in_range(&mut e, "training.ddp_timeout", t.ddp_timeout, 0.0, 1e7, true);
         if t.logging_steps == 0 {
             e.push("`training.logging_steps` is 0, must be at least 1".into());
         }

@@ -50,6 +50,7 @@ impl RunDir {
             "stage": stage,
             "recipe_file": recipe.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded quickstart.yaml".into()),
             "seed": recipe.recipe.seed,
+            "ranks": crate::dist::world().size,
             "command": std::env::args().collect::<Vec<_>>(),
             "written_at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             "versions": versions(),

@@ -53,7 +53,29 @@ pub fn read_outcome(run: &RunDir) -> Result<TrainOutcome> {
     Ok(serde_json::from_str(&text)?)
 }
 
+/// Under several ranks each generates for its share of the prompts; rank 0 gathers them, scores
+/// and writes, and the others wait until it has.
 pub fn run(recipe: &LoadedRecipe, run: &RunDir) -> Result<PathBuf> {
+    crate::dist::world().agree_unless_agreed("evaluating", generate_and_report(recipe, run))
+}
+
+/// Every rank's generations, in prompt order (ranks hold contiguous shares).
+fn gather(mine: Result<Vec<Generated>>, what: &str) -> Result<Vec<Generated>> {
+    let world = crate::dist::world();
+    let mine = world.agree(what, mine)?;
+    if world.size == 1 {
+        return Ok(mine);
+    }
+    let bytes = serde_json::to_vec(&mine)?;
+    let mut all = Vec::new();
+    for part in world.all_gather_bytes(&bytes, what)? {
+        all.extend(serde_json::from_slice::<Vec<Generated>>(&part)?);
+    }
+    Ok(all)
+}
+
+fn generate_and_report(recipe: &LoadedRecipe, run: &RunDir) -> Result<PathBuf> {
+    let world = crate::dist::world();
     let r = &recipe.recipe;
     let outcome = read_outcome(run)?;
     let wn = WordNet::shared_default()?;
@@ -87,12 +109,21 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir) -> Result<PathBuf> {
         let cfg = generation_config(recipe, &gen);
         tch::manual_seed(r.seed as i64);
         let started = std::time::Instant::now();
-        let predictions = gen.generate(&prompts, &cfg, r.eval.batch_size)?;
+        world.doing(&format!("generating with the {name} model"));
+        let mine = gen.generate(&prompts[world.my_share(prompts.len())], &cfg, r.eval.batch_size);
+        let predictions = gather(mine, &format!("generating with the {name} model"))?;
+        if !world.is_main() {
+            continue;
+        }
         eprintln!("eval: {name}: {} generations in {:.1} s", predictions.len(), started.elapsed().as_secs_f64());
         let scores = score_pairs(&pairs_for(&predictions), wn, true);
         let lines: String = predictions.iter().zip(&items).map(|(g, e)| json!({"prompt": g.prompt, "prediction": g.text, "reference": e.output, "group": e.group}).to_string() + "\n").collect();
         write_atomic(&run.path(&format!("eval/predictions_{name}.jsonl")), lines.as_bytes())?;
         systems.push(SystemResult { name: name.clone(), scores, predictions });
+    }
+    let path = run.path("report.md");
+    if !world.is_main() {
+        return Ok(path);
     }
     // The human reference scored against itself: the ceiling every metric is read against.
     let reference = score_pairs(
@@ -114,7 +145,6 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir) -> Result<PathBuf> {
     write_atomic(&run.path("report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     let _ = chart(run, &systems, &reference.corpus, &r.eval.metrics);
     let md = markdown(recipe, &outcome, &systems, &reference.corpus, &items.iter().map(|e| (e.prompt.clone(), e.output.clone(), e.group.clone())).collect::<Vec<_>>());
-    let path = run.path("report.md");
     write_atomic(&path, md.as_bytes())?;
     Ok(path)
 }

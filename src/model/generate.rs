@@ -99,7 +99,7 @@ pub fn generate(model: &Qwen3, prompts: &[Vec<i64>], cfg: &GenerateConfig) -> Ve
 }
 
 /// One generated answer.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Generated {
     pub prompt: String,
     pub text: String,

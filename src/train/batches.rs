@@ -53,6 +53,28 @@ pub fn epoch_batches(lengths: &[usize], batch_size: usize, group_by_length: bool
     batches
 }
 
+/// The micro-batches of one optimizer step dealt to `ranks` ranks, as indices into `step`: the
+/// costliest first (padded tokens), each to the least-loaded rank that still has room (an equal
+/// count per rank, so memory is bounded as with one rank), ties to the lower rank. Each rank's
+/// share keeps the step's order, so one rank gets exactly the step as it is.
+pub fn deal(step: &[Vec<usize>], lengths: &[usize], ranks: usize) -> Vec<Vec<usize>> {
+    let cost = |b: &Vec<usize>| b.iter().map(|&i| lengths[i]).max().unwrap_or(0) * b.len();
+    let per_rank = step.len().div_ceil(ranks.max(1));
+    let mut order: Vec<usize> = (0..step.len()).collect();
+    order.sort_by_key(|&j| (std::cmp::Reverse(cost(&step[j])), j));
+    let mut load = vec![0usize; ranks];
+    let mut out = vec![Vec::new(); ranks];
+    for j in order {
+        let r = (0..ranks).filter(|&r| out[r].len() < per_rank).min_by_key(|&r| (load[r], r)).expect("room on some rank");
+        out[r].push(j);
+        load[r] += cost(&step[j]);
+    }
+    for share in &mut out {
+        share.sort_unstable();
+    }
+    out
+}
+
 /// Pads examples into one batch (right padding). Decoder-only: ids and labels share one length;
 /// the first label predicts nothing. Encoder-decoder: sources and targets are padded apart, and
 /// every label is a target.
@@ -94,6 +116,24 @@ mod tests {
         // Grouping by length cuts padding against a random order.
         let pad = |bs: &Vec<Vec<usize>>| -> usize { bs.iter().map(|b| b.iter().map(|&i| lengths[i]).max().unwrap() * b.len() - b.iter().map(|&i| lengths[i]).sum::<usize>()).sum() };
         assert!(pad(&a) * 2 < pad(&epoch_batches(&lengths, 8, false, 7, 0)));
+    }
+
+    #[test]
+    fn a_step_is_dealt_to_ranks_balanced_by_tokens() {
+        let lengths = vec![100, 10, 10, 90, 20, 20, 5, 5];
+        let step: Vec<Vec<usize>> = vec![vec![0], vec![1, 2], vec![3], vec![4, 5], vec![6, 7]];
+        // One rank: the step as it is.
+        assert_eq!(deal(&step, &lengths, 1), vec![vec![0, 1, 2, 3, 4]]);
+        // Two ranks, padded tokens 100, 20, 90, 40, 10: the 100 and the 90 apart, then each to the
+        // lighter rank: 130 tokens each, in 3 and 2 micro-batches.
+        let two = deal(&step, &lengths, 2);
+        assert_eq!(two, vec![vec![0, 1, 4], vec![2, 3]]);
+        let mut all: Vec<usize> = two.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..5).collect::<Vec<_>>());
+        // More ranks than micro-batches (an epoch's last step): some ranks get none.
+        let many = deal(&step[..2], &lengths, 4);
+        assert_eq!(many.iter().filter(|s| s.is_empty()).count(), 2);
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! AdamW with decoupled weight decay, warmup then linear/cosine/constant schedule, gradient
 //! accumulation, clipping by global norm; eval loss on a cadence with early stopping; atomic
 //! checkpoints with exact resume; a NaN or infinite loss stops the run and names the step.
+//!
+//! The loop reads the same with one rank or many (`crate::dist`): each optimizer step's
+//! micro-batches are dealt to the ranks, gradients are summed across them before clipping, and
+//! only rank 0 writes. With one rank every collective is a no-op.
 pub mod batches;
 pub mod bench;
 pub mod checkpoint;
@@ -18,10 +22,13 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
-use self::batches::{collate, epoch_batches, read_prepared, TrainExample};
+use self::batches::{collate, deal, epoch_batches, read_prepared, TrainExample};
 use self::checkpoint::TrainerState;
 use self::optim::{clip_grad_norm, AdamW};
+use crate::adapt::lora::Base;
+use crate::adapt::nf4::Absmax;
 use crate::adapt::peft::{self, LoraSpec};
+use crate::dist;
 use crate::model::source::ModelKind;
 use crate::model::Model;
 use crate::model::tokenizer::TokenizerBundle;
@@ -52,12 +59,16 @@ pub struct TrainOutcome {
     pub tokens_per_second: f64,
 }
 
+/// The recipe's `training.device`; `cuda` and `auto` mean this rank's GPU (`cuda:LOCAL_RANK`)
+/// under torchrun or srun.
 pub fn device_of(spec: &str) -> Device {
+    let local = dist::world().local_rank;
     match spec {
         "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
+        "cuda" => Device::Cuda(local),
         s if s.starts_with("cuda:") => Device::Cuda(s[5..].parse().unwrap_or(0)),
-        _ => Device::cuda_if_available(),
+        _ if tch::Cuda::is_available() => Device::Cuda(local),
+        _ => Device::Cpu,
     }
 }
 
@@ -128,34 +139,94 @@ fn trainable(model: &dyn Model, method: Method) -> Vec<(String, Tensor)> {
     }
 }
 
-/// Mean loss over every labelled token of `examples`.
-pub fn eval_loss(model: &dyn Model, examples: &[TrainExample], batch_size: usize, pad_id: i64) -> f64 {
+/// Mean loss over every labelled token of `examples`; the batches are shared out among the ranks
+/// and their sums added up, so every rank gets the same value.
+pub fn eval_loss(model: &dyn Model, examples: &[TrainExample], batch_size: usize, pad_id: i64) -> Result<f64> {
+    let world = dist::world();
+    world.doing("computing the eval loss");
     let _guard = tch::no_grad_guard();
     let lengths: Vec<usize> = examples.iter().map(|e| e.input_ids.len()).collect();
     let mut order: Vec<usize> = (0..examples.len()).collect();
     order.sort_by_key(|&i| lengths[i]);
+    let batches: Vec<&[usize]> = order.chunks(batch_size).collect();
     let (mut sum, mut n) = (0.0, 0i64);
-    for chunk in order.chunks(batch_size) {
+    for chunk in &batches[world.my_share(batches.len())] {
         let refs: Vec<&TrainExample> = chunk.iter().map(|&i| &examples[i]).collect();
         let b = collate(&refs, pad_id, model.model_kind(), model.device());
         let (loss, count) = model.loss_sum(&b, false);
         sum += loss.double_value(&[]);
         n += count;
     }
-    if n == 0 { f64::NAN } else { sum / n as f64 }
+    let total = world.sum_f64(&[sum, n as f64], "adding up the eval loss")?;
+    Ok(if total[1] == 0.0 { f64::NAN } else { total[0] / total[1] })
 }
 
-/// FNV-1a over the prepared train data and the settings that shape training.
-fn fingerprint(recipe: &LoadedRecipe, train_file: &Path) -> Result<String> {
+/// An exact checksum of every base tensor as loaded (4-bit ones by their codes and scales), so
+/// the ranks can prove they loaded the same model.
+fn weights_fingerprint(model: &dyn Model) -> String {
+    let mut tensors: Vec<Tensor> = model.dense_weights().into_iter().map(|(_, t)| t).collect();
+    for (_, linear) in model.projections() {
+        if let Base::Nf4 { weight, .. } = &linear.base {
+            tensors.push(weight.packed.shallow_clone());
+            match &weight.absmax {
+                Absmax::Plain(a) => tensors.push(a.shallow_clone()),
+                Absmax::Nested { quantized, nested_absmax, .. } => tensors.extend([quantized.shallow_clone(), nested_absmax.shallow_clone()]),
+            }
+        }
+    }
+    let mut h = Fnv::new();
+    for t in &tensors {
+        let (a, b) = dist::checksum(t);
+        h.bytes(&a.to_le_bytes());
+        h.bytes(&b.to_le_bytes());
+    }
+    format!("{} tensors, checksum {:016x}", tensors.len(), h.0)
+}
+
+/// FNV-1a, 64 bits: a stable hash for fingerprints.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf29ce484222325)
+    }
+    fn bytes(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= *b as u64;
+            self.0 = self.0.wrapping_mul(0x100000001b3);
+        }
+    }
+}
+
+/// The dropout seed of micro-batch `index` of optimizer step `step`: a function of its place in
+/// the global batch, not of the rank that runs it, so a run gives the same numbers at any world
+/// size (and a resumed run the same as a straight one).
+fn micro_batch_seed(seed: u64, step: u64, index: usize) -> i64 {
+    let mut h = Fnv::new();
+    h.bytes(&seed.to_le_bytes());
+    h.bytes(&step.to_le_bytes());
+    h.bytes(&(index as u64).to_le_bytes());
+    (h.0 >> 1) as i64
+}
+
+/// FNV-1a over the prepared train data and the settings that shape training. How a step's
+/// micro-batches are spread over ranks and accumulation does not shape it, only their number:
+/// a checkpoint of 2 ranks × accumulation 1 resumes on 1 rank with accumulation 2.
+fn fingerprint(recipe: &LoadedRecipe, train_file: &Path, micro_batches_per_step: usize) -> Result<String> {
     let data = std::fs::read(train_file).with_context(|| format!("cannot read {}", train_file.display()))?;
     let r = &recipe.recipe;
-    let settings = serde_json::to_vec(&json!({"seed": r.seed, "model": r.model, "finetune": r.finetune, "training": r.training}))?;
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in data.iter().chain(&settings) {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
+    let mut training = serde_json::to_value(&r.training)?;
+    if let Some(t) = training.as_object_mut() {
+        for key in ["gradient_accumulation_steps", "per_device_eval_batch_size", "device", "ddp_backend", "ddp_timeout"] {
+            t.remove(key);
+        }
+        t.insert("micro_batches_per_step".into(), json!(micro_batches_per_step));
     }
-    Ok(format!("{h:016x}"))
+    let settings = serde_json::to_vec(&json!({"seed": r.seed, "model": r.model, "finetune": r.finetune, "training": training}))?;
+    let mut h = Fnv::new();
+    h.bytes(&data);
+    h.bytes(&settings);
+    Ok(format!("{:016x}", h.0))
 }
 
 struct Metrics {
@@ -187,23 +258,39 @@ impl Metrics {
 pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<TrainOutcome> {
     let r = &recipe.recipe;
     let t = &r.training;
+    let world = dist::world();
+    let main = world.is_main();
     let started = Instant::now();
     let device = device_of(&t.device);
     let kind = kind_of(t.precision);
 
-    // 1. Data, prepared by `steptune prepare`, and its tokenizer.
-    let train = read_prepared(&run.path("prepared/train.jsonl"))?;
-    let eval = read_prepared(&run.path("prepared/eval.jsonl"))?;
-    if train.is_empty() {
-        bail!("prepared/train.jsonl is empty");
-    }
-    let tok = TokenizerBundle::from_dir(&run.path("tokenizer"))?;
+    // 1. Data, prepared by `steptune prepare`, and its tokenizer; every rank reads the same files.
+    world.doing("reading the prepared data");
+    let data = (|| -> Result<_> {
+        let train = read_prepared(&run.path("prepared/train.jsonl"))?;
+        let eval = read_prepared(&run.path("prepared/eval.jsonl"))?;
+        if train.is_empty() {
+            bail!("prepared/train.jsonl is empty");
+        }
+        let tok = TokenizerBundle::from_dir(&run.path("tokenizer"))?;
+        Ok((train, eval, tok))
+    })();
+    let (train, eval, tok) = world.agree("reading the prepared data", data)?;
     let pad_id = tok.pad_token.as_deref().and_then(|p| tok.token_id(p)).or_else(|| tok.eos_id().ok()).unwrap_or(0) as i64;
+    let bs = t.per_device_train_batch_size;
+    let accum = t.gradient_accumulation_steps;
+    // The global batch: every rank's micro-batches of one optimizer step.
+    let micro_per_step = world.size * accum;
+    let fingerprint = world.agree("fingerprinting the prepared data", fingerprint(recipe, &run.path("prepared/train.jsonl"), micro_per_step))?;
+    world.check_same("prepared data and training settings", &fingerprint)?;
 
-    // 2. The model, and what trains.
+    // 2. The model, and what trains. Rank 0 writes a random base first; the others then load it.
+    world.doing("loading the base model");
     tch::manual_seed(r.seed as i64);
-    let (mut model, base_dir) = base_model(recipe, run, &tok, kind, device)?;
+    let (mut model, base_dir) = world.main_first("loading the base model", || base_model(recipe, run, &tok, kind, device))?;
+    world.check_same("base model weights", &weights_fingerprint(model.as_ref()))?;
     if t.gradient_checkpointing && model.model_kind() == ModelKind::Seq2Seq {
+        world.quiet_unless_main()?;
         bail!("training.gradient_checkpointing is implemented for decoder-only models (Qwen3, Qwen2, Llama), not T5; set it to false");
     }
     let spec = lora_spec(recipe);
@@ -218,67 +305,90 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
     let model: &dyn Model = model.as_ref();
     let params = trainable(model, r.finetune.method);
     let n_trainable: i64 = params.iter().map(|(_, p)| p.numel() as i64).sum();
+    // Every rank starts from rank 0's trainable weights.
+    world.broadcast_tensors(&params.iter().map(|(_, p)| p.shallow_clone()).collect::<Vec<_>>(), "broadcasting the trainable weights from rank 0")?;
     let mut opt = AdamW::new(params, t.adam_beta1, t.adam_beta2, t.adam_epsilon, t.weight_decay);
+    let param_tensors: Vec<Tensor> = opt.params.iter().map(|p| p.tensor.shallow_clone()).collect();
 
     // 3. How long: optimizer steps per epoch, total, warmup.
     let lengths: Vec<usize> = train.iter().map(|e| e.input_ids.len()).collect();
-    let bs = t.per_device_train_batch_size;
-    let accum = t.gradient_accumulation_steps as u64;
-    let micro_per_epoch = train.len().div_ceil(bs) as u64;
-    let steps_per_epoch = micro_per_epoch.div_ceil(accum);
+    let micro_per_epoch = train.len().div_ceil(bs);
+    let steps_per_epoch = micro_per_epoch.div_ceil(micro_per_step) as u64;
     let total = t.max_steps.unwrap_or((steps_per_epoch as f64 * t.num_train_epochs).ceil() as u64).max(1);
     let warmup = schedule::warmup_steps(t.warmup_ratio, t.warmup_steps, total);
 
-    // 4. Resume from the newest checkpoint, unless told to restart.
-    let fingerprint = fingerprint(recipe, &run.path("prepared/train.jsonl"))?;
+    // 4. Resume from the newest checkpoint (rank 0's choice, read by every rank), unless told to restart.
     let ckpt_root = run.path("checkpoints");
-    if opts.restart {
+    if opts.restart && main {
         let _ = std::fs::remove_dir_all(&ckpt_root);
     }
+    world.barrier("waiting for rank 0 to clear the checkpoints (--restart)")?;
+    let newest = checkpoint::list(&ckpt_root).pop();
+    world.check_same("newest checkpoint", &newest.as_ref().map(|(s, _)| format!("step {s}")).unwrap_or_else(|| "none".into()))?;
     let mut state = TrainerState::default();
     let mut initial_eval_loss = None;
-    if let Some((_, dir)) = checkpoint::list(&ckpt_root).pop() {
-        let c = checkpoint::load(&dir, device)?;
-        if !c.state.fingerprint.is_empty() && c.state.fingerprint != fingerprint {
-            bail!(
-                "{} holds checkpoints of other data or settings (the prepared train data, model, finetune or training section changed). \
-                 Pass --restart to train from the start (the checkpoints are removed), or set another output_dir.",
-                ckpt_root.display()
-            );
-        }
-        {
-            let _guard = tch::no_grad_guard();
-            for p in &opt.params {
-                let src = c.trainable.get(&p.name).with_context(|| format!("{}: the checkpoint lacks `{}`; was it made by another recipe?", dir.display(), p.name))?;
-                let mut dst = p.tensor.shallow_clone();
-                let _ = dst.copy_(src);
+    if let Some((_, dir)) = newest {
+        world.doing("loading the checkpoint");
+        let resumed = (|| -> Result<TrainerState> {
+            let c = checkpoint::load(&dir, device)?;
+            if !c.state.fingerprint.is_empty() && c.state.fingerprint != fingerprint {
+                bail!(
+                    "{} holds checkpoints of other data or settings (the prepared train data, model, finetune or training section, \
+                     or the global batch: world size × gradient_accumulation_steps, changed). \
+                     Pass --restart to train from the start (the checkpoints are removed), or set another output_dir.",
+                    ckpt_root.display()
+                );
             }
-        }
-        opt.load_state(c.optimizer)?;
-        crate::ffi::set_cpu_rng_state(&c.rng)?;
-        state = c.state;
+            {
+                let _guard = tch::no_grad_guard();
+                for p in &opt.params {
+                    let src = c.trainable.get(&p.name).with_context(|| format!("{}: the checkpoint lacks `{}`; was it made by another recipe?", dir.display(), p.name))?;
+                    let mut dst = p.tensor.shallow_clone();
+                    let _ = dst.copy_(src);
+                }
+            }
+            opt.load_state(c.optimizer)?;
+            crate::ffi::set_cpu_rng_state(&c.rng)?;
+            Ok(c.state)
+        })();
+        state = world.agree("loading the checkpoint", resumed)?;
         initial_eval_loss = state.initial_eval_loss;
-        eprintln!("train: resuming from {} (step {})", dir.display(), state.step);
+        if main {
+            eprintln!("train: resuming from {} (step {})", dir.display(), state.step);
+        }
     }
     state.fingerprint = fingerprint;
-    std::fs::create_dir_all(&ckpt_root)?;
-    let mut metrics = Metrics::open(&run.path("metrics.jsonl"), Some(state.step))?;
+    let mut metrics = if main {
+        std::fs::create_dir_all(&ckpt_root)?;
+        Some(Metrics::open(&run.path("metrics.jsonl"), Some(state.step))?)
+    } else {
+        None
+    };
+    let mut log = |v: serde_json::Value| -> Result<()> {
+        match metrics.as_mut() {
+            Some(m) => m.log(v),
+            None => Ok(()),
+        }
+    };
     if state.step == 0 && !state.finished {
-        let l = eval_loss(model, &eval, t.per_device_eval_batch_size, pad_id);
+        let l = eval_loss(model, &eval, t.per_device_eval_batch_size, pad_id)?;
         initial_eval_loss = Some(l);
         state.initial_eval_loss = Some(l);
-        metrics.log(json!({"step": 0, "eval_loss": l}))?;
+        log(json!({"step": 0, "eval_loss": l}))?;
     }
-    eprintln!(
-        "train: {} trainable parameters ({:?}), {} train / {} eval examples, {total} steps ({steps_per_epoch} per epoch), device {device:?}, {kind:?}",
-        n_trainable,
-        r.finetune.method,
-        train.len(),
-        eval.len()
-    );
+    if main {
+        eprintln!(
+            "train: {} trainable parameters ({:?}), {} train / {} eval examples, {total} steps ({steps_per_epoch} per epoch), device {device:?}, {kind:?}{}",
+            n_trainable,
+            r.finetune.method,
+            train.len(),
+            eval.len(),
+            if world.size > 1 { format!(", {} ranks ({}), global batch {} × {bs}", world.size, world.backend, micro_per_step) } else { String::new() }
+        );
+    }
 
     // 5. The loop.
-    let bar = indicatif::ProgressBar::new(total);
+    let bar = if main { indicatif::ProgressBar::new(total) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
     bar.set_position(state.step);
     let loop_start = Instant::now();
@@ -286,30 +396,40 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
     let mut last_eval = None;
     'training: while state.step < total && !state.finished {
         let batches = epoch_batches(&lengths, bs, t.group_by_length, r.seed, state.epoch);
-        let groups: Vec<&[Vec<usize>]> = batches.chunks(accum as usize).collect();
+        let groups: Vec<&[Vec<usize>]> = batches.chunks(micro_per_step).collect();
         while (state.step_in_epoch as usize) < groups.len() {
             let group = groups[state.step_in_epoch as usize];
             let lr = schedule::lr_at(t.lr_scheduler_type, t.learning_rate, state.step, warmup, total);
-            // The loss of a step is the mean over every labelled token of its micro-batches.
-            let batches: Vec<_> = group.iter().map(|idx| collate(&idx.iter().map(|&i| &train[i]).collect::<Vec<_>>(), pad_id, model.model_kind(), device)).collect();
-            let targets: i64 = batches.iter().map(|b| b.n_targets).sum::<i64>().max(1);
-            let mut step_loss = 0.0;
-            for b in &batches {
-                let scale = 1.0 / targets as f64;
+            world.doing(&format!("step {}: forward and backward", state.step + 1));
+            // The loss of a step is the mean over every labelled token of the global batch, which
+            // every rank knows: each scales its share of the gradient by the same count.
+            let targets: i64 = group.iter().map(|idx| n_targets(idx, &train, model.model_kind())).sum::<i64>().max(1);
+            let scale = 1.0 / targets as f64;
+            let step_start = Instant::now();
+            let mut loss_sum = 0.0;
+            let mut step_tokens = 0i64;
+            for &j in &deal(group, &lengths, world.size)[world.rank] {
+                let b = collate(&group[j].iter().map(|&i| &train[i]).collect::<Vec<_>>(), pad_id, model.model_kind(), device);
+                tch::manual_seed(micro_batch_seed(r.seed, state.step, j));
                 if t.gradient_checkpointing {
-                    let (loss, _) = model.loss_sum_backward_checkpointed(b, scale)?;
-                    step_loss += loss * scale;
+                    let (loss, _) = model.loss_sum_backward_checkpointed(&b, scale)?;
+                    loss_sum += loss;
                 } else {
-                    let (loss, _) = model.loss_sum(b, true);
-                    let scaled = loss * scale;
-                    step_loss += scaled.double_value(&[]);
-                    scaled.backward();
+                    let (loss, _) = model.loss_sum(&b, true);
+                    loss_sum += loss.double_value(&[]);
+                    (loss * scale).backward();
                 }
-                tokens_seen += b.n_tokens;
+                step_tokens += b.n_tokens;
             }
+            world.doing(&format!("step {}: summing gradients across ranks", state.step + 1));
+            let summed = world.sum_f64(&[loss_sum, step_tokens as f64], &format!("adding up the loss of step {}", state.step + 1))?;
+            let step_loss = summed[0] * scale;
+            tokens_seen += summed[1] as i64;
             if !step_loss.is_finite() {
                 let last = checkpoint::list(&ckpt_root).pop().map(|(_, p)| p.display().to_string()).unwrap_or_else(|| "none yet".into());
                 bar.abandon();
+                // Every rank sees the same summed loss: rank 0 alone says so.
+                world.quiet_unless_main()?;
                 bail!(
                     "the training loss became {step_loss} at step {} (epoch {}); the run stopped. The last good checkpoint is {last}. \
                      Lower training.learning_rate, check the data, or use precision fp32.",
@@ -317,6 +437,7 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
                     state.epoch
                 );
             }
+            world.all_reduce_grads(&param_tensors, &format!("the all-reduce of gradients of step {}", state.step + 1))?;
             let grad_norm = clip_grad_norm(&opt.params, t.max_grad_norm);
             opt.step(lr);
             opt.zero_grad();
@@ -325,8 +446,17 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
             bar.set_position(state.step);
             let tps = tokens_seen as f64 / loop_start.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!("loss {step_loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
+            let (reduced_bytes, reduce_seconds) = world.take_reduce_stats();
             if state.step % t.logging_steps == 0 || state.step == total {
-                metrics.log(json!({"step": state.step, "epoch": state.epoch, "loss": step_loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_second": tps}))?;
+                let mut line = json!({
+                    "step": state.step, "epoch": state.epoch, "loss": step_loss, "lr": lr, "grad_norm": grad_norm,
+                    "tokens_per_second": tps, "step_tokens": summed[1], "step_seconds": step_start.elapsed().as_secs_f64(),
+                });
+                if world.size > 1 {
+                    line["allreduce_bytes"] = json!(reduced_bytes);
+                    line["allreduce_seconds"] = json!(reduce_seconds);
+                }
+                log(line)?;
             }
             let epoch_end = state.step_in_epoch as usize == groups.len();
             let due = |c: Cadence, every: u64| match c {
@@ -335,9 +465,9 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
                 Cadence::Epoch => epoch_end,
             } || state.step == total;
             if due(t.eval_strategy, t.eval_steps) && t.eval_strategy != Cadence::No {
-                let l = eval_loss(model, &eval, t.per_device_eval_batch_size, pad_id);
+                let l = eval_loss(model, &eval, t.per_device_eval_batch_size, pad_id)?;
                 last_eval = Some(l);
-                metrics.log(json!({"step": state.step, "epoch": state.epoch, "eval_loss": l}))?;
+                log(json!({"step": state.step, "epoch": state.epoch, "eval_loss": l}))?;
                 if state.best_eval_loss.is_none_or(|b| l < b - t.early_stopping_threshold) {
                     state.best_eval_loss = Some(l);
                     state.best_step = Some(state.step);
@@ -358,12 +488,15 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
                 state.finished = true;
             }
             let save_due = t.save_strategy != Cadence::No && due(t.save_strategy, t.save_steps);
-            if save_due || state.finished || opts.stop_after == Some(state.step) {
+            if (save_due || state.finished || opts.stop_after == Some(state.step)) && main {
+                world.doing(&format!("step {}: writing a checkpoint", state.step));
                 checkpoint::save(&ckpt_root, &state, &trainable(model, r.finetune.method), &opt)?;
                 checkpoint::prune(&ckpt_root, state.best_step);
             }
             if opts.stop_after == Some(state.step) {
                 bar.abandon();
+                world.barrier("waiting for rank 0's checkpoint (--stop-after)")?;
+                world.quiet_unless_main()?;
                 bail!("stopped after step {} as asked (--stop-after)", state.step);
             }
             if state.finished {
@@ -376,11 +509,48 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
     }
     bar.finish_and_clear();
 
-    // 6. The result: the best checkpoint's weights (when eval ran), written where other tools read them.
+    // 6. The result: the best checkpoint's weights (when eval ran), written by rank 0 where other
+    // tools read them; the other ranks wait for it, so a following stage finds it whole.
+    let output = match r.finetune.method {
+        Method::Full => run.path("model"),
+        _ => run.path("adapter"),
+    };
+    let final_eval_loss = match last_eval {
+        Some(l) => Some(l),
+        None => state.best_eval_loss,
+    };
+    let outcome = TrainOutcome {
+        steps: state.step,
+        initial_eval_loss,
+        final_eval_loss,
+        best_eval_loss: state.best_eval_loss,
+        stopped_early: state.stopped_early,
+        output: output.clone(),
+        base: base_dir.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+        tokens_per_second: tokens_seen as f64 / loop_start.elapsed().as_secs_f64().max(1e-9),
+    };
+    world.doing("writing the trained model");
+    let written = if main { write_result(recipe, run, model, &opt, &spec, &tok, &state, &outcome) } else { Ok(()) };
+    world.agree_unless_agreed("writing the trained model", written)?;
+    Ok(outcome)
+}
+
+/// Labels the loss counts in a micro-batch of these examples (as `collate` counts them).
+fn n_targets(indices: &[usize], examples: &[TrainExample], kind: ModelKind) -> i64 {
+    let skip = if kind == ModelKind::Causal { 1 } else { 0 };
+    indices.iter().map(|&i| examples[i].labels.iter().skip(skip).filter(|&&l| l != -100).count() as i64).sum()
+}
+
+/// Rank 0's last words of a run: the best weights into `model/` or `adapter/`, the loss plot and
+/// train_result.json.
+#[allow(clippy::too_many_arguments)]
+fn write_result(recipe: &LoadedRecipe, run: &RunDir, model: &dyn Model, opt: &AdamW, spec: &LoraSpec, tok: &TokenizerBundle, state: &TrainerState, outcome: &TrainOutcome) -> Result<()> {
+    let ckpt_root = run.path("checkpoints");
     if let Some(best) = state.best_step {
         let dir = checkpoint::dir_of(&ckpt_root, best);
         if dir.exists() {
-            let c = checkpoint::load(&dir, device)?;
+            let c = checkpoint::load(&dir, model.device())?;
             let _guard = tch::no_grad_guard();
             for p in &opt.params {
                 if let Some(src) = c.trainable.get(&p.name) {
@@ -390,36 +560,12 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
             }
         }
     }
-    let output = match r.finetune.method {
-        Method::Full => {
-            let dir = run.path("model");
-            model.save(&dir, Some(&tok))?;
-            dir
-        }
-        _ => {
-            let dir = run.path("adapter");
-            peft::save_adapter(model, &spec, &base_dir.display().to_string(), &dir)?;
-            dir
-        }
-    };
-    let final_eval_loss = match last_eval {
-        Some(l) => Some(l),
-        None => state.best_eval_loss,
-    };
+    match recipe.recipe.finetune.method {
+        Method::Full => model.save(&outcome.output, Some(tok))?,
+        _ => peft::save_adapter(model, spec, &outcome.base.display().to_string(), &outcome.output)?,
+    }
     if let Err(e) = plot::loss_plot(&run.path("metrics.jsonl"), &run.path("loss.png")) {
         eprintln!("train: warning: no loss plot: {e:#}");
     }
-    let outcome = TrainOutcome {
-        steps: state.step,
-        initial_eval_loss,
-        final_eval_loss,
-        best_eval_loss: state.best_eval_loss,
-        stopped_early: state.stopped_early,
-        output,
-        base: base_dir,
-        seconds: started.elapsed().as_secs_f64(),
-        tokens_per_second: tokens_seen as f64 / loop_start.elapsed().as_secs_f64().max(1e-9),
-    };
-    write_atomic(&run.path("train_result.json"), serde_json::to_string_pretty(&outcome)?.as_bytes())?;
-    Ok(outcome)
+    write_atomic(&run.path("train_result.json"), serde_json::to_string_pretty(outcome)?.as_bytes())
 }
