@@ -263,7 +263,12 @@ fn eval_stage(recipe: &LoadedRecipe, output_dir: Option<PathBuf>) -> Result<()> 
 /// The main job: every stage, in order.
 fn main_job(recipe: &LoadedRecipe) -> Result<()> {
     prepare_stage(recipe, None, 0)?;
-    train_stage(recipe, None, &train::TrainOptions::default())?;
+    let out = train_stage(recipe, None, &train::TrainOptions::default())?;
+    if let Some(sig) = train::stop::requested() {
+        // Asked to stop as training finished: the run is whole; the next attempt only evaluates.
+        let checkpoint = out.output.clone();
+        return Err(train::stop::Stopped { step: out.steps, signal: Some(sig), checkpoint }.into());
+    }
     eval_stage(recipe, None)
 }
 
@@ -348,6 +353,12 @@ fn quantize_cmd(model: &std::path::Path, out: &std::path::Path, no_double_quant:
 
 fn main() {
     let cli = Cli::parse();
+    // The commands that train stop safely on SIGUSR1/SIGTERM/SIGINT (train/stop.rs).
+    if matches!(cli.command, None | Some(Command::Run { .. }) | Some(Command::Train { .. })) {
+        if let Err(e) = train::stop::install() {
+            eprintln!("steptune: warning: cannot take over SIGUSR1/SIGTERM/SIGINT ({e}); a signal ends the run without a checkpoint");
+        }
+    }
     let result = match (cli.command, cli.recipe) {
         (Some(Command::Check { recipe }), _) => LoadedRecipe::load(&recipe).map(|r| print!("{}", r.recipe.to_yaml())),
         (Some(Command::Prepare { recipe, show, output_dir }), _) => load_joined(recipe).and_then(|r| prepare_stage(&r, output_dir, show)),
@@ -393,6 +404,13 @@ fn main() {
         (Some(Command::Run { recipe }), _) | (None, recipe) => load_joined(recipe).and_then(|r| main_job(&r)),
     };
     let world = dist::world();
+    if let Some(stopped) = result.as_ref().err().and_then(|e| e.downcast_ref::<train::stop::Stopped>()) {
+        if world.is_main() {
+            eprintln!("steptune: {stopped}");
+        }
+        dist::shutdown(None);
+        std::process::exit(train::stop::EXIT_CODE);
+    }
     if let Err(e) = result {
         // An error rank 0 reported for every rank is not printed again by each.
         if !dist::is_reported(&e) {

@@ -136,9 +136,23 @@ fn check_seeded(name: &str, scaled: bool) {
     let named: std::collections::BTreeMap<String, Tensor> = model.named_weights().into_iter().collect();
     let norms = Tensor::stack(&names.iter().map(|n| named[n].grad().norm()).collect::<Vec<_>>(), 0);
     let want_norms = &e["grad_norms"];
-    let d_norms = ((&norms - want_norms).abs() / want_norms.clamp_min(1e-12)).max().double_value(&[]);
-    eprintln!("{name}: gradient norms of all {} weights: max rel Δ {d_norms:.2e}", names.len());
-    assert!(d_norms < 1e-4, "{name}: gradient norms differ");
+    // Gradients go back through 12 fp32 layers; their rounding follows the summation order the
+    // CPU's vector width sets. Against fixtures made on an Intel CPU, an AMD EPYC gives up to
+    // 6.6e-4 (t5-small's position-bias table: softmax gradients cancel across keys, so what is left
+    // is small against its terms), 4.6e-4 (the tied `shared` rows) and 1.5e-4 (an encoder `wo`);
+    // flan-t5 stays below 1e-5. Bound: 1e-3, where a real error is of order 1.
+    const GRAD_BOUND: f64 = 1e-3;
+    let rel_norms = (&norms - want_norms).abs() / want_norms.clamp_min(1e-12);
+    let d_norms = rel_norms.max().double_value(&[]);
+    let worst = rel_norms.argmax(0, false).int64_value(&[]) as usize;
+    eprintln!(
+        "{name}: gradient norms of all {} weights: max rel Δ {d_norms:.2e} ({}: {} vs {})",
+        names.len(),
+        names[worst],
+        norms.double_value(&[worst as i64]),
+        want_norms.double_value(&[worst as i64]),
+    );
+    assert!(d_norms < GRAD_BOUND, "{name}: gradient norms differ");
     let rows_idx = &e["grad_rows"];
     for (key, want) in e.iter().filter(|(k, _)| k.starts_with("grad.")) {
         let wname = &key["grad.".len()..];
@@ -150,7 +164,7 @@ fn check_seeded(name: &str, scaled: bool) {
         };
         let r = rel(&got, want);
         eprintln!("{name}: grad {wname} slice {:?}: rel Δ {r:.2e}", want.size());
-        assert!(r < 1e-4, "{name}: gradient of {wname} differs");
+        assert!(r < GRAD_BOUND, "{name}: gradient of {wname} differs");
     }
 
     // Greedy generation with the cache: a right-padded batch with two eos ids, and one prompt.

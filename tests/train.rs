@@ -74,6 +74,27 @@ fn killed_and_resumed_equals_straight_for_lora_with_dropout() {
 }
 
 #[test]
+fn a_run_stopped_inside_a_later_epoch_resumes_with_that_epochs_order() {
+    // 4 steps per epoch: stopped at step 6, in the second epoch, whose batches are shuffled anew.
+    let _rng = common::rng_lock();
+    let d = tempfile::tempdir().unwrap();
+    let straight = recipe(&d.path().join("a"), "lora", RESUMABLE);
+    let run_a = prepared(&straight);
+    train::run(&straight, &run_a, &TrainOptions::default()).unwrap();
+    let killed = recipe(&d.path().join("b"), "lora", RESUMABLE);
+    let run_b = prepared(&killed);
+    let _ = train::run(&killed, &run_b, &TrainOptions { stop_after: Some(6), ..Default::default() }).unwrap_err();
+    train::run(&killed, &run_b, &TrainOptions::default()).unwrap();
+    assert_eq!(losses(&run_a), losses(&run_b), "resumed inside the second epoch");
+    // Each epoch has its own order: the second epoch's batches are not the first's again.
+    let tokens = |run: &RunDir| -> Vec<f64> {
+        std::fs::read_to_string(run.path("metrics.jsonl")).unwrap().lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["step_tokens"].as_f64()).collect()
+    };
+    let t = tokens(&run_a);
+    assert_ne!(t[0..4], t[4..8], "epoch 2 repeated epoch 1's batches");
+}
+
+#[test]
 fn full_fine_tuning_lowers_the_loss_and_writes_a_loadable_model() {
     let _rng = common::rng_lock();
     let d = tempfile::tempdir().unwrap();

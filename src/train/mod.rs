@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod optim;
 pub mod plot;
 pub mod schedule;
+pub mod stop;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -101,7 +102,12 @@ pub fn base_model(recipe: &LoadedRecipe, run: &RunDir, tok: &TokenizerBundle, ki
             ModelKind::Seq2Seq => Box::new(models::random_t5(&config, kind, device)?),
             ModelKind::Causal => Box::new(models::random_decoder(&config, files.architecture, kind, device)?),
         };
-        model.save(&dir, Some(tok))?;
+        // Written aside and renamed, so an attempt killed meanwhile leaves no half a base behind.
+        let tmp = run.path(&format!(".base_model.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        model.save(&tmp, Some(tok))?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir).with_context(|| format!("cannot move the base model into {}", dir.display()))?;
         if quant.is_none() {
             return Ok((model, dir));
         }
@@ -209,6 +215,14 @@ fn micro_batch_seed(seed: u64, step: u64, index: usize) -> i64 {
     (h.0 >> 1) as i64
 }
 
+/// A seed for one named use of randomness, drawn from the recipe's.
+fn derived_seed(seed: u64, purpose: &str) -> i64 {
+    let mut h = Fnv::new();
+    h.bytes(&seed.to_le_bytes());
+    h.bytes(purpose.as_bytes());
+    (h.0 >> 1) as i64
+}
+
 /// FNV-1a over the prepared train data and the settings that shape training. How a step's
 /// micro-batches are spread over ranks and accumulation does not shape it, only their number:
 /// a checkpoint of 2 ranks × accumulation 1 resumes on 1 rank with accumulation 2.
@@ -294,6 +308,9 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
         bail!("training.gradient_checkpointing is implemented for decoder-only models (Qwen3, Qwen2, Llama), not T5; set it to false");
     }
     let spec = lora_spec(recipe);
+    // LoRA's initialisation draws from a seed of its own: the run is the same whether this process
+    // drew the random base just now or loaded it from an earlier attempt.
+    tch::manual_seed(derived_seed(r.seed, "lora-init"));
     match r.finetune.method {
         Method::Full => {
             for (_, w) in model.dense_weights() {
@@ -394,6 +411,8 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
     let loop_start = Instant::now();
     let mut tokens_seen: i64 = 0;
     let mut last_eval = None;
+    // From here a signal stops the run after its step, with a checkpoint (see stop.rs).
+    let in_loop = stop::InLoop::enter();
     'training: while state.step < total && !state.finished {
         let batches = epoch_batches(&lengths, bs, t.group_by_length, r.seed, state.epoch);
         let groups: Vec<&[Vec<usize>]> = batches.chunks(micro_per_step).collect();
@@ -422,8 +441,11 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
                 step_tokens += b.n_tokens;
             }
             world.doing(&format!("step {}: summing gradients across ranks", state.step + 1));
-            let summed = world.sum_f64(&[loss_sum, step_tokens as f64], &format!("adding up the loss of step {}", state.step + 1))?;
+            // A stop asked of any rank (a signal) is added up with the loss: every rank stops after this step.
+            let stop_asked = if stop::requested().is_some() { 1.0 } else { 0.0 };
+            let summed = world.sum_f64(&[loss_sum, step_tokens as f64, stop_asked], &format!("adding up the loss of step {}", state.step + 1))?;
             let step_loss = summed[0] * scale;
+            let stopping = summed[2] > 0.0;
             tokens_seen += summed[1] as i64;
             if !step_loss.is_finite() {
                 let last = checkpoint::list(&ckpt_root).pop().map(|(_, p)| p.display().to_string()).unwrap_or_else(|| "none yet".into());
@@ -488,10 +510,15 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
                 state.finished = true;
             }
             let save_due = t.save_strategy != Cadence::No && due(t.save_strategy, t.save_steps);
-            if (save_due || state.finished || opts.stop_after == Some(state.step)) && main {
+            if (save_due || state.finished || stopping || opts.stop_after == Some(state.step)) && main {
                 world.doing(&format!("step {}: writing a checkpoint", state.step));
                 checkpoint::save(&ckpt_root, &state, &trainable(model, r.finetune.method), &opt)?;
                 checkpoint::prune(&ckpt_root, state.best_step);
+            }
+            if stopping && !state.finished {
+                bar.abandon();
+                world.barrier("waiting for rank 0's checkpoint (stopping on a signal)")?;
+                return Err(stop::Stopped { step: state.step, signal: stop::requested(), checkpoint: checkpoint::dir_of(&ckpt_root, state.step) }.into());
             }
             if opts.stop_after == Some(state.step) {
                 bar.abandon();
@@ -502,12 +529,17 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
             if state.finished {
                 break 'training;
             }
+            if epoch_end {
+                // The next epoch has its own order: deal its batches anew.
+                break;
+            }
         }
         if state.step_in_epoch == 0 && groups.is_empty() {
             break;
         }
     }
     bar.finish_and_clear();
+    drop(in_loop);
 
     // 6. The result: the best checkpoint's weights (when eval ran), written by rank 0 where other
     // tools read them; the other ranks wait for it, so a following stage finds it whole.
