@@ -17,6 +17,7 @@ PINS = {
     "sacrebleu": "2.6.0",
     "safetensors": "0.8.0",
     "jinja2": "3.1.6",
+    "tensorboard": "2.21.0",
 }
 
 

@@ -175,6 +175,8 @@ pub struct TrainingSection {
     /// Seconds a rank waits for the others (joining, or in any collective) before the job stops
     /// with an error naming the rank that did not answer.
     pub ddp_timeout: f64,
+    /// Loggers fed beside metrics.jsonl: `tensorboard` writes event files into `<run>/tensorboard/`.
+    pub report_to: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -362,6 +364,8 @@ impl Default for TrainTokenizer {
 }
 
 pub const ALL_TARGET_MODULES: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+/// The loggers `training.report_to` accepts.
+pub const REPORT_TO: [&str; 1] = ["tensorboard"];
 /// T5's projection names, so LoRA on T5 goes through the same adapter code.
 pub const T5_TARGET_MODULES: [&str; 8] = ["q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo"];
 
@@ -419,6 +423,7 @@ impl Default for TrainingSection {
             device: "auto".into(),
             ddp_backend: DdpBackend::Auto,
             ddp_timeout: 1800.0,
+            report_to: Vec::new(),
         }
     }
 }
@@ -686,6 +691,13 @@ impl Recipe {
         }
         if t.early_stopping_patience > 0 && t.eval_strategy == Cadence::No {
             e.push("`training.early_stopping_patience` needs eval loss: set `training.eval_strategy` to steps or epoch".into());
+        }
+        for r in &t.report_to {
+            if !REPORT_TO.contains(&r.as_str()) {
+                let names: Vec<String> = REPORT_TO.iter().map(|s| s.to_string()).collect();
+                let hint = nearest(r, &names).map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default();
+                e.push(format!("`training.report_to` has unknown logger `{r}`{hint}; valid: {}", names.join(", ")));
+            }
         }
         let dev_ok = t.device == "auto" || t.device == "cpu" || t.device == "cuda" || t.device.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
         if !dev_ok {

@@ -137,3 +137,14 @@ fn readme_documents_every_recipe_key() {
     assert!(missing.is_empty(), "README's recipe reference lacks: {missing:?}");
     assert!(keys.len() > 60, "{} keys", keys.len());
 }
+
+#[test]
+fn report_to_defaults_to_none_and_rejects_unknown_loggers_with_the_nearest() {
+    assert!(parse(MIN, "r.yaml").unwrap().training.report_to.is_empty());
+    let r = parse(&format!("{MIN}training: {{report_to: [tensorboard]}}\n"), "r.yaml").unwrap();
+    assert_eq!(r.training.report_to, vec!["tensorboard".to_string()]);
+    let e = err(&format!("{MIN}training: {{report_to: [tensorbord]}}\n"));
+    assert!(e.contains("`training.report_to` has unknown logger `tensorbord`") && e.contains("did you mean `tensorboard`?"), "{e}");
+    let e = err(&format!("{MIN}training: {{report_to: [wandb]}}\n"));
+    assert!(e.contains("unknown logger `wandb`") && e.contains("valid: tensorboard"), "{e}");
+}

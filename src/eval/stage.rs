@@ -143,6 +143,10 @@ fn generate_and_report(recipe: &LoadedRecipe, run: &RunDir) -> Result<PathBuf> {
         },
     });
     write_atomic(&run.path("report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    if let Some(dir) = crate::train::tensorboard::dir_of(recipe, run) {
+        let scores: Vec<(String, serde_json::Value)> = systems.iter().map(|s| (s.name.clone(), json!(s.scores.corpus))).collect();
+        crate::train::tensorboard::write_eval(&dir, outcome.steps, &scores)?;
+    }
     let _ = chart(run, &systems, &reference.corpus, &r.eval.metrics);
     let md = markdown(recipe, &outcome, &systems, &reference.corpus, &items.iter().map(|e| (e.prompt.clone(), e.output.clone(), e.group.clone())).collect::<Vec<_>>());
     write_atomic(&path, md.as_bytes())?;

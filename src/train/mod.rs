@@ -14,6 +14,7 @@ pub mod optim;
 pub mod plot;
 pub mod schedule;
 pub mod stop;
+pub mod tensorboard;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -231,7 +232,7 @@ fn fingerprint(recipe: &LoadedRecipe, train_file: &Path, micro_batches_per_step:
     let r = &recipe.recipe;
     let mut training = serde_json::to_value(&r.training)?;
     if let Some(t) = training.as_object_mut() {
-        for key in ["gradient_accumulation_steps", "per_device_eval_batch_size", "device", "ddp_backend", "ddp_timeout"] {
+        for key in ["gradient_accumulation_steps", "per_device_eval_batch_size", "device", "ddp_backend", "ddp_timeout", "report_to"] {
             t.remove(key);
         }
         t.insert("micro_batches_per_step".into(), json!(micro_batches_per_step));
@@ -243,15 +244,20 @@ fn fingerprint(recipe: &LoadedRecipe, train_file: &Path, micro_batches_per_step:
     Ok(format!("{:016x}", h.0))
 }
 
+/// Where the loop's numbers go: metrics.jsonl, and TensorBoard when the recipe asks for it.
 struct Metrics {
     file: std::fs::File,
+    tensorboard: Option<tensorboard::EventWriter>,
 }
 
 impl Metrics {
-    /// Opens metrics.jsonl, keeping only the lines up to `upto` (the step a resumed run restarts at).
-    fn open(path: &Path, upto: Option<u64>) -> Result<Metrics> {
+    /// Opens metrics.jsonl, keeping only the lines up to `upto` (the step a resumed run restarts
+    /// at; none when it starts over, as it logs its step 0 again). Event files cannot be cut like
+    /// that: a new one starts, and its SessionLog START makes TensorBoard drop the older files'
+    /// points that metrics.jsonl just dropped.
+    fn open(path: &Path, upto: Option<u64>, tensorboard_dir: Option<PathBuf>) -> Result<Metrics> {
         let kept: String = match (upto, std::fs::read_to_string(path)) {
-            (Some(s), Ok(text)) => text
+            (Some(s), Ok(text)) if s > 0 => text
                 .lines()
                 .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|st| st <= s))
                 .map(|l| format!("{l}\n"))
@@ -260,12 +266,24 @@ impl Metrics {
         };
         write_atomic(path, kept.as_bytes())?;
         let file = std::fs::OpenOptions::new().append(true).open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        Ok(Metrics { file })
+        let tensorboard = match tensorboard_dir {
+            Some(dir) => {
+                let mut w = tensorboard::EventWriter::create(&dir, "")?;
+                w.session_start(upto.map_or(0, |s| if s == 0 { 0 } else { s as i64 + 1 }))?;
+                Some(w)
+            }
+            None => None,
+        };
+        Ok(Metrics { file, tensorboard })
     }
 
     fn log(&mut self, v: serde_json::Value) -> Result<()> {
         writeln!(self.file, "{v}").context("cannot append to metrics.jsonl")?;
-        self.file.flush().context("cannot flush metrics.jsonl")
+        self.file.flush().context("cannot flush metrics.jsonl")?;
+        if let (Some(w), Some((step, values))) = (self.tensorboard.as_mut(), tensorboard::scalars_of_line(&v)) {
+            w.scalars(step, values)?;
+        }
+        Ok(())
     }
 }
 
@@ -377,7 +395,7 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
     state.fingerprint = fingerprint;
     let mut metrics = if main {
         std::fs::create_dir_all(&ckpt_root)?;
-        Some(Metrics::open(&run.path("metrics.jsonl"), Some(state.step))?)
+        Some(Metrics::open(&run.path("metrics.jsonl"), Some(state.step), tensorboard::dir_of(recipe, run))?)
     } else {
         None
     };
