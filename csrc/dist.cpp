@@ -225,12 +225,16 @@ int steptune_dist_barrier(SteptuneGroup* g) {
 
 /// What this rank is doing now, published with its next heartbeat.
 void steptune_dist_set_activity(SteptuneGroup* g, const char* what) {
-  {
-    std::lock_guard<std::mutex> lock(g->mutex);
-    g->activity = what;
-    g->changed = true;
+  try {
+    {
+      std::lock_guard<std::mutex> lock(g->mutex);
+      g->activity = what;
+      g->changed = true;
+    }
+    g->wake.notify_all();
+  } catch (...) {
+    // Out of memory for a status line: the heartbeat keeps the previous one.
   }
-  g->wake.notify_all();
 }
 
 /// After a failed collective (`failed` says which): stops this rank's heartbeat with that news,

@@ -6,16 +6,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tch::Tensor;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// One rank of a job of `world` ranks (one thread each, as torchrun sets OMP_NUM_THREADS=1).
 fn spawn_rank(args: &[&str], rank: usize, world: usize, port: u16) -> Child {
@@ -33,36 +28,16 @@ fn spawn_rank(args: &[&str], rank: usize, world: usize, port: u16) -> Child {
         .unwrap()
 }
 
-/// Waits at most `limit` for `child`; (exit code, stderr). A child still running is killed and
-/// the test fails.
-fn finish(mut child: Child, limit: Duration, who: &str) -> (i32, String) {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            return (status.code().unwrap_or(-1), err);
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let mut err = String::new();
-            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-            panic!("{who} still running after {limit:?}; stderr:\n{err}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// `steptune ARGS` as a job of `world` ranks; every rank's (exit code, stderr).
 fn job(args: &[&str], world: usize) -> Vec<(i32, String)> {
-    let port = free_port();
+    let port = common::free_port();
     let children: Vec<Child> = (0..world).map(|r| spawn_rank(args, r, world, port)).collect();
-    children.into_iter().enumerate().map(|(r, c)| finish(c, Duration::from_secs(240), &format!("rank {r}"))).collect()
+    children.into_iter().enumerate().map(|(r, c)| common::finish(c, Duration::from_secs(240), &format!("rank {r}"))).collect()
 }
 
 fn single(args: &[&str]) -> (i32, String) {
     let child = Command::new(env!("CARGO_BIN_EXE_steptune")).args(args).env("OMP_NUM_THREADS", "1").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    finish(child, Duration::from_secs(240), "single process")
+    common::finish(child, Duration::from_secs(240), "single process")
 }
 
 fn ok(results: &[(i32, String)]) {
@@ -104,16 +79,6 @@ fn write_recipe(dir: &Path, model: &str, finetune: &str, training: &str, accum: 
     common::write(dir, "r.yaml", yaml.as_bytes())
 }
 
-/// (step, loss) and (step, eval_loss) of a run's metrics.jsonl.
-fn curve(run: &Path, key: &str) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter_map(|v| Some((v["step"].as_u64()?, v[key].as_f64()?)))
-        .collect()
-}
-
 fn tensors(file: &Path) -> HashMap<String, Tensor> {
     steptune::model::weights::read_file(file, None, tch::Device::Cpu, &|_| true).unwrap().into_iter().collect()
 }
@@ -153,17 +118,17 @@ fn two_ranks_equal_one(model: &str, finetune: &str, training: &str, weights: &st
     assert!(results[0].1.contains("train: 6 steps"), "{}", results[0].1);
     assert!(!results[1].1.contains("train: 6 steps"), "rank 1 printed the summary:\n{}", results[1].1);
     let (run1, run2) = (d.path().join("one/run"), d.path().join("two/run"));
-    let (l1, l2) = (curve(&run1, "loss"), curve(&run2, "loss"));
+    let (l1, l2) = (common::curve(&run1, "loss"), common::curve(&run2, "loss"));
     assert_eq!(l1.len(), 6);
     assert_close(&l1, &l2, 1e-6, "training loss");
-    assert_close(&curve(&run1, "eval_loss"), &curve(&run2, "eval_loss"), 1e-6, "eval loss");
+    assert_close(&common::curve(&run1, "eval_loss"), &common::curve(&run2, "eval_loss"), 1e-6, "eval loss");
     let worst = worst_relative(&run1.join(weights), &run2.join(weights));
     eprintln!("{finetune}: worst relative difference of the written weights, 2 ranks vs 1: {worst:e}");
     assert!(worst <= 1e-6, "weights differ by {worst:e}");
     // The run records that it had two ranks, and gradients were all-reduced every step.
     let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run2.join("run_train.json")).unwrap()).unwrap();
     assert_eq!(info["ranks"], 2);
-    assert!(curve(&run2, "allreduce_bytes").iter().all(|(_, b)| *b > 0.0));
+    assert!(common::curve(&run2, "allreduce_bytes").iter().all(|(_, b)| *b > 0.0));
 }
 
 const LORA: &str = "{method: lora, lora_r: 4, lora_alpha: 8, lora_dropout: 0.1}";
@@ -201,7 +166,7 @@ fn checkpoints_resume_at_the_same_and_at_another_world_size() {
     let lora = "{method: lora, lora_r: 4, lora_alpha: 8, lora_dropout: 0.1}";
     let straight = prepared(&d.path().join("straight"), lora, TRAINING, 1);
     ok(&job(&["train", straight.to_str().unwrap()], 2));
-    let reference = curve(&d.path().join("straight/run"), "loss");
+    let reference = common::curve(&d.path().join("straight/run"), "loss");
 
     // Stopped at step 3 on 2 ranks, resumed on 2: exactly the straight run.
     let same = prepared(&d.path().join("same"), lora, TRAINING, 1);
@@ -210,7 +175,7 @@ fn checkpoints_resume_at_the_same_and_at_another_world_size() {
     assert!(stopped[0].1.contains("stopped after step 3"), "{}", stopped[0].1);
     assert!(d.path().join("same/run/checkpoints/step-00000003/state.json").exists());
     ok(&job(&["train", same.to_str().unwrap()], 2));
-    assert_eq!(curve(&d.path().join("same/run"), "loss"), reference, "resumed at world size 2");
+    assert_eq!(common::curve(&d.path().join("same/run"), "loss"), reference, "resumed at world size 2");
 
     // Stopped on 2 ranks, resumed by one process with accumulation 2: the same global batch.
     let other = prepared(&d.path().join("other"), lora, TRAINING, 1);
@@ -219,7 +184,7 @@ fn checkpoints_resume_at_the_same_and_at_another_world_size() {
     let (code, err) = single(&["train", resumed.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("resuming from"), "{err}");
-    assert_close(&curve(&d.path().join("other/run"), "loss"), &reference, 1e-6, "resumed at world size 1");
+    assert_close(&common::curve(&d.path().join("other/run"), "loss"), &reference, 1e-6, "resumed at world size 1");
 
     // Another global batch (1 process, accumulation 1) is not the same run: refused, with what to do.
     let changed = write_recipe(&d.path().join("other"), common::TINY_QWEN3, lora, TRAINING, 1);
@@ -247,14 +212,14 @@ fn wait_for_step(run: &Path, step: u64, limit: Duration) {
 fn kill_rank(victim: usize) -> String {
     let d = tempfile::tempdir().unwrap();
     let recipe = prepared(d.path(), "{method: lora, lora_r: 4, lora_alpha: 8}", "max_steps: 100000, per_device_train_batch_size: 3, logging_steps: 1, eval_strategy: 'no', save_strategy: steps, save_steps: 2, device: cpu, ddp_timeout: 600", 1);
-    let port = free_port();
+    let port = common::free_port();
     let mut children: Vec<Child> = (0..2).map(|r| spawn_rank(&["train", recipe.to_str().unwrap()], r, 2, port)).collect();
     wait_for_step(&d.path().join("run"), 3, Duration::from_secs(120));
     children[victim].kill().unwrap();
     let _ = children[victim].wait();
     let survivor = children.remove(1 - victim);
     let killed_at = Instant::now();
-    let (code, err) = finish(survivor, Duration::from_secs(60), "the surviving rank");
+    let (code, err) = common::finish(survivor, Duration::from_secs(60), "the surviving rank");
     assert_ne!(code, 0, "{err}");
     eprintln!("rank {} stopped {:.1} s after rank {victim} was killed:\n{err}", 1 - victim, killed_at.elapsed().as_secs_f64());
     // Whatever checkpoint is listed is complete.
@@ -282,7 +247,7 @@ fn a_killed_rank_ends_the_job_with_a_message_naming_it() {
 fn a_hung_rank_ends_the_job_within_the_timeout() {
     let d = tempfile::tempdir().unwrap();
     let recipe = prepared(d.path(), "{method: lora, lora_r: 4, lora_alpha: 8}", "max_steps: 100000, per_device_train_batch_size: 3, logging_steps: 1, eval_strategy: 'no', save_strategy: 'no', device: cpu, ddp_timeout: 8", 1);
-    let port = free_port();
+    let port = common::free_port();
     let r0 = spawn_rank(&["train", recipe.to_str().unwrap()], 0, 2, port);
     let mut r1 = spawn_rank(&["train", recipe.to_str().unwrap()], 1, 2, port);
     wait_for_step(&d.path().join("run"), 2, Duration::from_secs(120));
@@ -290,7 +255,7 @@ fn a_hung_rank_ends_the_job_within_the_timeout() {
     let status = Command::new("kill").args(["-STOP", &r1.id().to_string()]).status().unwrap();
     assert!(status.success());
     let stopped = Instant::now();
-    let (code, err) = finish(r0, Duration::from_secs(60), "rank 0");
+    let (code, err) = common::finish(r0, Duration::from_secs(60), "rank 0");
     let waited = stopped.elapsed().as_secs_f64();
     let _ = r1.kill();
     let _ = r1.wait();
@@ -315,11 +280,11 @@ fn a_bad_recipe_is_reported_once_and_different_settings_name_the_rank() {
     let b_dir = d.path().join("b");
     std::fs::create_dir_all(&b_dir).unwrap();
     let b = common::write(&b_dir, "r.yaml", std::fs::read_to_string(&a).unwrap().replace("learning_rate: 3.0e-3", "learning_rate: 1.0e-3").as_bytes());
-    let port = free_port();
+    let port = common::free_port();
     let r0 = spawn_rank(&["train", a.to_str().unwrap()], 0, 2, port);
     let r1 = spawn_rank(&["train", b.to_str().unwrap()], 1, 2, port);
-    let (c0, e0) = finish(r0, Duration::from_secs(120), "rank 0");
-    let (c1, _) = finish(r1, Duration::from_secs(120), "rank 1");
+    let (c0, e0) = common::finish(r0, Duration::from_secs(120), "rank 0");
+    let (c1, _) = common::finish(r1, Duration::from_secs(120), "rank 1");
     assert!(c0 != 0 && c1 != 0);
     assert!(e0.contains("rank 1 loaded different prepared data and training settings than rank 0"), "{e0}");
 }

@@ -5,7 +5,6 @@
 //! was drawn now or left by an earlier attempt.
 mod common;
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,23 +18,6 @@ fn start(args: &[&str], env: &[(&str, String)]) -> Child {
         c.env(k, v);
     }
     c.spawn().unwrap()
-}
-
-fn finish(mut child: Child, limit: Duration) -> (i32, String) {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            use std::os::unix::process::ExitStatusExt;
-            return (status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)), err);
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn signal(child: &Child, name: &str) {
@@ -56,12 +38,7 @@ fn write_recipe(dir: &Path, model: &str, training: &str) -> PathBuf {
 }
 
 fn losses(run: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter_map(|v| Some((v["step"].as_u64()?, v["loss"].as_f64()?)))
-        .collect()
+    common::curve(run, "loss")
 }
 
 fn adapter(run: &Path) -> Vec<u8> {
@@ -85,7 +62,7 @@ const LONG: &str = "max_steps: 120, per_device_train_batch_size: 2, learning_rat
 fn signals_at_random_moments_then_resuming_equal_an_uninterrupted_run() {
     let d = tempfile::tempdir().unwrap();
     let straight = write_recipe(&d.path().join("straight"), common::TINY_QWEN3, LONG);
-    let (code, err) = finish(start(&["train", straight.to_str().unwrap()], &[]), Duration::from_secs(300));
+    let (code, err) = common::finish(start(&["train", straight.to_str().unwrap()], &[]), Duration::from_secs(300), "steptune");
     assert_eq!(code, 0, "{err}");
 
     let stopped = write_recipe(&d.path().join("stopped"), common::TINY_QWEN3, LONG);
@@ -103,7 +80,7 @@ fn signals_at_random_moments_then_resuming_equal_an_uninterrupted_run() {
         lcg = lcg.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         std::thread::sleep(Duration::from_millis(50 + (lcg >> 33) % 1150));
         signal(&child, sig);
-        let (code, err) = finish(child, Duration::from_secs(120));
+        let (code, err) = common::finish(child, Duration::from_secs(120), "steptune");
         attempts += 1;
         match code {
             0 => break,
@@ -117,7 +94,7 @@ fn signals_at_random_moments_then_resuming_equal_an_uninterrupted_run() {
     }
     eprintln!("{checkpointed} of {attempts} attempts were stopped by a signal and resumed");
     assert!(checkpointed >= 3, "only {checkpointed} attempts stopped with a checkpoint");
-    let (code, err) = finish(start(&["train", stopped.to_str().unwrap()], &[]), Duration::from_secs(300));
+    let (code, err) = common::finish(start(&["train", stopped.to_str().unwrap()], &[]), Duration::from_secs(300), "steptune");
     assert_eq!(code, 0, "{err}");
     let (a, b) = (losses(&d.path().join("straight/run")), losses(&run));
     assert_eq!(a.len(), 120);
@@ -139,7 +116,7 @@ fn a_second_sigint_ends_the_process_at_once() {
     signal(&child, "INT");
     std::thread::sleep(Duration::from_millis(5));
     signal(&child, "INT");
-    let (code, err) = finish(child, Duration::from_secs(60));
+    let (code, err) = common::finish(child, Duration::from_secs(60), "steptune");
     assert_eq!(code, 130, "a second SIGINT must end the process at once (128 + 2):\n{err}");
 }
 
@@ -149,7 +126,7 @@ fn two_ranks_stop_after_the_same_step_when_one_is_signalled() {
     let straight = write_recipe(&d.path().join("straight"), common::TINY_QWEN3, LONG);
     let stopped = write_recipe(&d.path().join("stopped"), common::TINY_QWEN3, LONG);
     let job = |recipe: &Path, signal_rank_1: bool| -> Vec<(i32, String)> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = common::free_port();
         let ranks: Vec<Child> = (0..2)
             .map(|r| {
                 let env = [("RANK", r.to_string()), ("WORLD_SIZE", "2".into()), ("LOCAL_RANK", r.to_string()), ("MASTER_ADDR", "127.0.0.1".into()), ("MASTER_PORT", port.to_string())];
@@ -165,7 +142,7 @@ fn two_ranks_stop_after_the_same_step_when_one_is_signalled() {
             std::thread::sleep(Duration::from_millis(300));
             signal(&ranks[1], "USR1");
         }
-        ranks.into_iter().map(|c| finish(c, Duration::from_secs(240))).collect()
+        ranks.into_iter().map(|c| common::finish(c, Duration::from_secs(240), "steptune")).collect()
     };
     let done = job(&straight, false);
     assert!(done.iter().all(|(c, _)| *c == 0), "{done:?}");
@@ -186,11 +163,11 @@ fn a_random_base_gives_the_same_run_whether_drawn_now_or_left_by_an_earlier_atte
     let d = tempfile::tempdir().unwrap();
     let training = "max_steps: 12, per_device_train_batch_size: 2, learning_rate: 3.0e-3, logging_steps: 1, eval_strategy: 'no', save_strategy: 'no', device: cpu";
     let first = write_recipe(&d.path().join("first"), common::TINY_QWEN3, training);
-    let (code, err) = finish(start(&["train", first.to_str().unwrap()], &[]), Duration::from_secs(120));
+    let (code, err) = common::finish(start(&["train", first.to_str().unwrap()], &[]), Duration::from_secs(120), "steptune");
     assert_eq!(code, 0, "{err}");
     let reference = losses(&d.path().join("first/run"));
     // The same folder again from the start: the base is now loaded from disk.
-    let (code, err) = finish(start(&["train", first.to_str().unwrap(), "--restart"], &[]), Duration::from_secs(120));
+    let (code, err) = common::finish(start(&["train", first.to_str().unwrap(), "--restart"], &[]), Duration::from_secs(120), "steptune");
     assert_eq!(code, 0, "{err}");
     assert_eq!(losses(&d.path().join("first/run")), reference, "--restart with the base on disk");
     // An attempt killed before its first checkpoint leaves the base folder and nothing else.
@@ -205,7 +182,7 @@ fn a_random_base_gives_the_same_run_whether_drawn_now_or_left_by_an_earlier_atte
     child.kill().unwrap();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(d.path().join("second/run/checkpoints"));
-    let (code, err) = finish(start(&["train", second.to_str().unwrap()], &[]), Duration::from_secs(120));
+    let (code, err) = common::finish(start(&["train", second.to_str().unwrap()], &[]), Duration::from_secs(120), "steptune");
     assert_eq!(code, 0, "{err}");
     assert_eq!(losses(&d.path().join("second/run")), reference, "after an attempt killed before its first checkpoint");
 }

@@ -63,3 +63,40 @@ pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
     static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
     RNG.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// A free TCP port on 127.0.0.1 for a multi-process test's rendezvous.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits at most `limit` for `child` (spawned with piped stderr); (exit code, or 128 + the signal
+/// that ended it, and its stderr). A child still running then is killed and the test fails.
+pub fn finish(mut child: std::process::Child, limit: std::time::Duration, who: &str) -> (i32, String) {
+    use std::io::Read as _;
+    use std::os::unix::process::ExitStatusExt;
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            return (status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)), err);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("{who} still running after {limit:?}; stderr:\n{err}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// (step, value) of `key` (`loss`, `eval_loss`, ...) in a run's metrics.jsonl.
+pub fn curve(run: &Path, key: &str) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| Some((v["step"].as_u64()?, v[key].as_f64()?)))
+        .collect()
+}
