@@ -6,6 +6,7 @@ pub mod data;
 pub mod dist;
 pub mod eval;
 pub mod ffi;
+pub mod jobs;
 pub mod model;
 pub mod recipe;
 pub mod run;
