@@ -9,7 +9,6 @@ use steptune::dist;
 use steptune::jobs::{self, eval_stage, load, load_joined, main_job, prepare_stage, train_stage};
 use steptune::model::generate::{TextGenerator, GenerateConfig};
 use steptune::model::tokenizer::TokenizerBundle;
-use steptune::recipe::LoadedRecipe;
 use steptune::run::RunDir;
 use steptune::train;
 
@@ -382,7 +381,7 @@ fn quantize_cmd(model: &std::path::Path, out: &std::path::Path, no_double_quant:
 fn main() {
     let cli = Cli::parse();
     let result = match (cli.command, cli.recipe) {
-        (Some(Command::Check { recipe, set }), _) => LoadedRecipe::load_or_quickstart(Some(&recipe), &[]).and_then(|_| jobs::load(Some(&recipe), &set)).map(|r| print!("{}", r.recipe.to_yaml())),
+        (Some(Command::Check { recipe, set }), _) => jobs::load(Some(&recipe), &set).map(|r| print!("{}", r.recipe.to_yaml())),
         (Some(Command::Prepare { recipe, set, show, output_dir }), _) => load_joined(recipe.as_deref(), &set).and_then(|r| prepare_stage(&r, output_dir, show)),
         (Some(Command::Train { recipe, set, restart, stop_after, output_dir }), _) => {
             load_joined(recipe.as_deref(), &set).and_then(|r| train_stage(&r, output_dir, &train::TrainOptions { restart, stop_after }).map(|_| ()))

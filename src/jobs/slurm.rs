@@ -118,8 +118,9 @@ pub fn script(recipe: Option<&Path>, overrides: &[String], grid: &[String], o: &
 # finish the current step, write a checkpoint and exit with {code} ("stopped by a signal; requeue or
 # rerun to resume"). This script then requeues the job. The next start runs the same command:
 # `steptune run` resumes training from the newest checkpoint (a finished run is not trained
-# again) and `steptune sweep` skips finished points. A job preempted by the scheduler gets TERM
-# on every task directly, which steptune treats the same way.
+# again) and `steptune sweep` skips finished points and resumes the unfinished one. A job the
+# scheduler preempts gets TERM on every task, which steptune answers the same way (checkpoint,
+# exit 75); with PreemptMode=REQUEUE Slurm requeues it itself.
 
 set -uo pipefail
 
