@@ -278,3 +278,66 @@ exec "$@"
     assert_eq!(lines("srun.events"), vec!["usr1"]);
     assert_eq!(lines("scontrol.args"), vec!["requeue 4242"]);
 }
+
+/// A sweep launched as 2 data-parallel ranks (as srun launches it from the sbatch script): every
+/// point trains on both, rank 0 alone prepares, links, writes sweep.json and speaks.
+#[test]
+fn a_sweep_runs_under_two_ranks() {
+    use std::io::Read as _;
+    let d = tempfile::tempdir().unwrap();
+    let recipe = common::tiny_recipe(
+        d.path(),
+        "swdp",
+        "{method: lora, lora_r: 2}",
+        "{max_steps: 2, device: cpu, per_device_train_batch_size: 4, eval_strategy: steps, eval_steps: 2, save_strategy: no, ddp_timeout: 60}",
+        "eval: {max_new_tokens: 4, max_samples: 2, compare_base: false}\n",
+    );
+    let r = recipe.to_str().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let children: Vec<std::process::Child> = (0..2)
+        .map(|rank| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_steptune"))
+                .args(["sweep", r, "--grid", "finetune.lora_r=2,4"])
+                .current_dir(d.path())
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("LOCAL_RANK", rank.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string())
+                .env("OMP_NUM_THREADS", "1")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let mut results = Vec::new();
+    for mut c in children {
+        let status = loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                break s;
+            }
+            if started.elapsed().as_secs() > 240 {
+                let _ = c.kill();
+                panic!("a rank of the sweep still runs after 240 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let mut err = String::new();
+        c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        results.push((status.code(), err));
+    }
+    for (rank, (code, err)) in results.iter().enumerate() {
+        assert_eq!(*code, Some(0), "rank {rank}:\n{err}");
+    }
+    assert!(results[0].1.contains("sweep: 2 of 2 points to run") && results[0].1.contains("2 ranks"), "{}", results[0].1);
+    assert!(!results[1].1.contains("sweep:"), "rank 1 is silent:\n{}", results[1].1);
+    let root = d.path().join("run");
+    for n in ["lora_r=2", "lora_r=4"] {
+        assert_eq!(json(&root.join(n).join("train_result.json"))["steps"], 2, "{n}");
+        assert!(root.join(n).join("report.json").exists(), "{n}");
+    }
+    let index = json(&root.join("sweep.json"));
+    assert!(index["points"].as_array().unwrap().iter().all(|p| p["state"] == "done"), "{index}");
+}
