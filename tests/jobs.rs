@@ -273,7 +273,16 @@ exec "$@"
     // The trap is set before srun starts, so the shell is ready once srun is.
     let kill = std::process::Command::new("kill").args(["-USR1", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
-    let status = child.wait().unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed().as_secs() > 60 {
+            let _ = child.kill();
+            panic!("the batch script did not end after USR1");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert_eq!(status.code(), Some(75));
     assert_eq!(lines("srun.events"), vec!["usr1"]);
     assert_eq!(lines("scontrol.args"), vec!["requeue 4242"]);

@@ -136,8 +136,10 @@ export OMP_NUM_THREADS=${{SLURM_CPUS_PER_TASK:-1}}
 
 srun_pid=""
 forwarded=0
+stop_asked=0
 forward() {{
     forwarded=1
+    stop_asked=1
     echo "steptune-slurm: USR1: asking every task to checkpoint and stop"
     if [ -n "$srun_pid" ]; then kill -USR1 "$srun_pid" 2>/dev/null || true; fi
 }}
@@ -150,6 +152,8 @@ trap forward USR1
 srun --nodes={nodes} --ntasks-per-node={tasks}{gpus} --cpus-per-task={cpus} --kill-on-bad-exit=1 --label \
     "$STEPTUNE" {args} &
 srun_pid=$!
+# A signal that came before srun's pid was known is passed on now.
+if [ "$stop_asked" = 1 ]; then kill -USR1 "$srun_pid" 2>/dev/null || true; fi
 # A trapped signal interrupts `wait`: wait again until srun itself has ended.
 while :; do
     forwarded=0
