@@ -73,6 +73,16 @@ fn sweep_runs_each_point_once_resumes_the_unfinished_and_compare_reads_them() {
     let (code, _, err) = steptune(&[&["train", r, "--stop-after", "1"][..], &set3[..]].concat(), d.path());
     assert_eq!(code, 1, "{err}");
     assert!(p3.join("checkpoints").exists() && !p3.join("train_result.json").exists());
+    // compare on the unfinished run: steps so far, marked unfinished; no final loss or report.
+    let (code, _, err) = steptune(&["compare", p3.to_str().unwrap(), "--out", d.path().join("cmp3").to_str().unwrap()], d.path());
+    assert_eq!(code, 0, "{err}");
+    let c = json(&d.path().join("cmp3/compare.json"));
+    let run3 = &c["runs"][0];
+    assert_eq!((run3["steps"].as_u64(), run3["finished"].as_bool()), (Some(1), Some(false)), "{run3}");
+    assert!(run3["final_eval_loss"].is_null() && run3["best_eval_loss"].as_f64().is_some(), "{run3}");
+    assert_eq!(run3["missing"], serde_json::json!(["train_result.json", "report.json"]));
+    let md = std::fs::read_to_string(d.path().join("cmp3/compare.md")).unwrap();
+    assert!(md.contains("| 1 (unfinished) |") && md.contains("| missing |") && md.contains("no train_result.json, report.json"), "{md}");
     // The overrides are in the checkpoint's fingerprint: another learning rate is refused.
     let (code, _, err) = steptune(&["train", r, "--set", "training.learning_rate=5e-3", "--set", "finetune.lora_r=4", "--set", p3_dir.as_str()], d.path());
     assert_eq!(code, 1);
