@@ -248,7 +248,9 @@ impl World {
         if backend == DdpBackend::Nccl && !gpu {
             bail!("rank {}: training.ddp_backend is nccl but this rank sees no GPU (training.device {}): use gloo on CPUs", launch.rank, t.device);
         }
-        let device = if backend == DdpBackend::Nccl { Device::Cuda(launch.local_rank) } else { Device::Cpu };
+        // This rank's GPU, as train::device_of picks it (a task may see only its own).
+        let gpu_index = launch.local_rank % (tch::Cuda::device_count().max(1) as usize);
+        let device = if backend == DdpBackend::Nccl { Device::Cuda(gpu_index) } else { Device::Cpu };
         let host = CString::new(launch.master_addr.clone()).context("MASTER_ADDR holds a NUL byte")?;
         let prefix = CString::new(format!("/steptune/attempt_{}/", launch.attempt)).expect("no NUL");
         let mut raw: *mut RawGroup = std::ptr::null_mut();
@@ -264,7 +266,7 @@ impl World {
                 launch.agent_store as c_int,
                 timeout_ms,
                 (backend == DdpBackend::Nccl) as c_int,
-                launch.local_rank as c_int,
+                gpu_index as c_int,
                 prefix.as_ptr(),
                 &mut raw,
             )

@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use steptune::data::prepare;
 use steptune::dist;
+use steptune::jobs::{self, eval_stage, load, load_joined, main_job, prepare_stage, train_stage};
 use steptune::model::generate::{TextGenerator, GenerateConfig};
 use steptune::model::tokenizer::TokenizerBundle;
-use steptune::recipe::LoadedRecipe;
 use steptune::run::RunDir;
 use steptune::train;
 
@@ -21,6 +20,10 @@ struct Cli {
     command: Option<Command>,
     /// Recipe for the main job; without one, the embedded quickstart recipe runs.
     recipe: Option<PathBuf>,
+    /// Override a recipe value: --set training.learning_rate=1e-4 (repeatable; the value is YAML,
+    /// checked exactly like the file).
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    set: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -28,6 +31,9 @@ enum HumanEval {
     /// Write a blinded CSV sheet (prompt, reference, base and tuned outputs in random order) and its key.
     Export {
         recipe: Option<PathBuf>,
+        /// Override a recipe value, e.g. --set training.learning_rate=1e-4 (repeatable).
+        #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+        set: Vec<String>,
         #[arg(long, default_value = "human_eval_sheet.csv")]
         sheet: PathBuf,
         #[arg(long, default_value = "human_eval_key.json")]
@@ -36,6 +42,9 @@ enum HumanEval {
     /// Read filled sheets (one per rater), unblind, report means, CIs and Krippendorff's alpha.
     Import {
         recipe: PathBuf,
+        /// Override a recipe value, e.g. --set training.learning_rate=1e-4 (repeatable).
+        #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+        set: Vec<String>,
         #[arg(long)]
         key: PathBuf,
         #[arg(required = true)]
@@ -49,13 +58,24 @@ enum Command {
     Run {
         /// Recipe YAML (default: the embedded quickstart).
         recipe: Option<PathBuf>,
+        /// Override a recipe value, e.g. --set training.learning_rate=1e-4 (repeatable).
+        #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+        set: Vec<String>,
     },
     /// Validate a recipe and print it with every default filled in.
-    Check { recipe: PathBuf },
+    Check {
+        recipe: PathBuf,
+        /// Override a recipe value, e.g. --set training.learning_rate=1e-4 (repeatable).
+        #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+        set: Vec<String>,
+    },
     /// Load, check, clean, split, template and tokenise the data into <run>/prepared/.
     Prepare {
         /// Recipe YAML (default: the embedded quickstart).
         recipe: Option<PathBuf>,
+        /// Override a recipe value, e.g. --set training.learning_rate=1e-4 (repeatable).
+        #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+        set: Vec<String>,
         /// Print the first N train examples token by token with their label mask.
         #[arg(long, default_value_t = 0)]
         show: usize,
@@ -66,6 +86,9 @@ enum Command {
     /// Train on <run>/prepared/ (run `prepare` first); resumes from the newest checkpoint.
     Train {
         recipe: Option<PathBuf>,
+        /// Override a recipe value, e.g. --set training.learning_rate=1e-4 (repeatable).
+        #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+        set: Vec<String>,
         /// Discard existing checkpoints and train from the start.
         #[arg(long)]
         restart: bool,
@@ -133,6 +156,9 @@ enum Command {
     /// reference, and write report.md, report.json and metrics.png.
     Eval {
         recipe: Option<PathBuf>,
+        /// Override a recipe value, e.g. --set training.learning_rate=1e-4 (repeatable).
+        #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+        set: Vec<String>,
         #[arg(long)]
         output_dir: Option<PathBuf>,
     },
@@ -158,6 +184,9 @@ enum Command {
     #[command(hide = true)]
     BenchTrain {
         recipe: PathBuf,
+        /// Override a recipe value, e.g. --set training.learning_rate=1e-4 (repeatable).
+        #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+        set: Vec<String>,
         #[arg(long)]
         prepared: PathBuf,
         #[arg(long, default_value = "realistic")]
@@ -175,101 +204,99 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run one folder per point of a grid of recipe values, one after another (or one point per
+    /// Slurm array task); finished points are skipped, unfinished ones resume.
+    Sweep {
+        /// Recipe YAML (default: the embedded quickstart); its output_dir is the sweep folder.
+        recipe: Option<PathBuf>,
+        /// A grid axis: --grid training.learning_rate=1e-4,2e-4 (repeatable; every combination runs).
+        #[arg(long = "grid", value_name = "KEY.PATH=V1,V2,...", required = true)]
+        grid: Vec<String>,
+        /// Override a recipe value, e.g. --set training.learning_rate=1e-4 (repeatable).
+        #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+        set: Vec<String>,
+        /// List the points and their state without running anything.
+        #[arg(long, alias = "list")]
+        dry_run: bool,
+    },
+    /// Compare runs (run folders, or sweep folders for all their points): compare.md,
+    /// compare.json and compare.png (every run's eval-loss curve).
+    Compare {
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Where to write; default: the one folder given, else the current folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print an sbatch script for the main job of a recipe (or a sweep, as a job array).
+    Slurm {
+        recipe: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        nodes: u32,
+        /// GPUs per node, one task each (0: a CPU job with one task per node).
+        #[arg(long, default_value_t = 1)]
+        gpus_per_node: u32,
+        #[arg(long, default_value_t = 8)]
+        cpus_per_task: u32,
+        /// The time limit (Slurm's format: 24:00:00, 2-00:00:00).
+        #[arg(long, default_value = "24:00:00")]
+        time: String,
+        #[arg(long)]
+        partition: Option<String>,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        job_name: Option<String>,
+        /// Memory per node (Slurm's --mem).
+        #[arg(long)]
+        mem: Option<String>,
+        /// A sweep axis (as `steptune sweep --grid`): the script becomes an array job, one task per point.
+        #[arg(long = "grid", alias = "sweep", value_name = "KEY.PATH=V1,V2,...")]
+        grid: Vec<String>,
+        /// Override a recipe value, e.g. --set training.learning_rate=1e-4 (repeatable).
+        #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+        set: Vec<String>,
+        /// The steptune binary the job runs (default: this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
     /// Print the versions steptune was built with and runs against.
     Version,
 }
 
-fn load(recipe: Option<PathBuf>) -> Result<LoadedRecipe> {
-    match recipe {
-        Some(p) => LoadedRecipe::load(&p),
-        None => {
-            if dist::world().is_main() {
-                eprintln!("steptune: no recipe given, running the embedded quickstart recipe");
-            }
-            Ok(LoadedRecipe::quickstart())
-        }
+/// Plans every point (checking each as a recipe), then runs the unfinished ones, or under a
+/// Slurm array only the task's point.
+fn sweep_cmd(recipe: Option<&std::path::Path>, set: &[String], grid: &[String], dry_run: bool) -> Result<()> {
+    if dry_run {
+        let sweep = jobs::sweep::Sweep::plan(recipe, set, grid)?;
+        print!("{}", sweep.listing(&sweep.states()?));
+        return Ok(());
     }
-}
-
-/// The recipe of a stage that may run as one of several ranks (torchrun, srun): joins the job
-/// first, then checks every rank loaded the recipe, so a bad one is reported once, by rank 0.
-fn load_joined(recipe: Option<PathBuf>) -> Result<LoadedRecipe> {
-    let quickstart = recipe.is_none();
-    let loaded = match recipe {
-        Some(p) => LoadedRecipe::load(&p),
-        None => Ok(LoadedRecipe::quickstart()),
-    };
-    let world = dist::init(loaded.as_ref().ok().map(|r| &r.recipe.training))?;
-    if quickstart && world.is_main() {
-        eprintln!("steptune: no recipe given, running the embedded quickstart recipe");
-    }
-    world.agree("loading the recipe", loaded)
-}
-
-/// Under several ranks rank 0 prepares and the others wait for it.
-fn prepare_stage(recipe: &LoadedRecipe, output_dir: Option<PathBuf>, show: usize) -> Result<()> {
-    let world = dist::world();
-    let prepared = if world.is_main() { prepare_alone(recipe, output_dir, show) } else { Ok(()) };
-    world.agree("preparing the data", prepared)
-}
-
-fn prepare_alone(recipe: &LoadedRecipe, output_dir: Option<PathBuf>, show: usize) -> Result<()> {
-    let run = RunDir::create(output_dir.unwrap_or_else(|| recipe.output_dir()))?;
-    run.write_provenance(recipe, "prepare")?;
-    let out = prepare::run(recipe, &run)?;
-    if show > 0 {
-        print!("{}", prepare::show_examples(&out, show));
-    }
-    eprintln!("prepare: {}", prepare::summary_line(&out.report));
-    eprintln!("prepare: wrote {}/prepared/{{train,eval}}.jsonl and prepare_report.md", run.root.display());
-    Ok(())
-}
-
-fn train_stage(recipe: &LoadedRecipe, output_dir: Option<PathBuf>, opts: &train::TrainOptions) -> Result<train::TrainOutcome> {
-    let world = dist::world();
-    let run = RunDir::create(output_dir.unwrap_or_else(|| recipe.output_dir()))?;
-    if world.is_main() {
-        run.write_provenance(recipe, "train")?;
-    }
-    let out = train::run(recipe, &run, opts)?;
-    if !world.is_main() {
-        return Ok(out);
-    }
-    eprintln!(
-        "train: {} steps in {:.1} s ({:.0} tokens/s); eval loss {} → {}; wrote {}",
-        out.steps,
-        out.seconds,
-        out.tokens_per_second,
-        out.initial_eval_loss.map(|l| format!("{l:.4}")).unwrap_or_else(|| "-".into()),
-        out.final_eval_loss.map(|l| format!("{l:.4}")).unwrap_or_else(|| "-".into()),
-        out.output.display()
-    );
-    Ok(out)
-}
-
-fn eval_stage(recipe: &LoadedRecipe, output_dir: Option<PathBuf>) -> Result<()> {
-    let world = dist::world();
-    let run = RunDir::create(output_dir.unwrap_or_else(|| recipe.output_dir()))?;
-    if world.is_main() {
-        run.write_provenance(recipe, "eval")?;
-    }
-    let report = steptune::eval::stage::run(recipe, &run)?;
-    if world.is_main() {
-        eprintln!("eval: wrote {}, report.json and metrics.png", report.display());
+    // Joins the data-parallel job first (when launched as several ranks), as `run` does.
+    let base = load_joined(recipe, set)?;
+    let sweep = jobs::sweep::Sweep::plan(recipe, set, grid)?;
+    let only = jobs::sweep::array_task(sweep.points.len())?;
+    let ran = jobs::sweep::run(&sweep, only)?;
+    if dist::world().is_main() {
+        eprintln!(
+            "sweep: ran {} of {} points; see {}/sweep.json, and compare them with: steptune compare {}",
+            ran.len(),
+            sweep.points.len(),
+            base.output_dir().display(),
+            base.output_dir().display()
+        );
     }
     Ok(())
 }
 
-/// The main job: every stage, in order.
-fn main_job(recipe: &LoadedRecipe) -> Result<()> {
-    prepare_stage(recipe, None, 0)?;
-    let out = train_stage(recipe, None, &train::TrainOptions::default())?;
-    if let Some(sig) = train::stop::requested() {
-        // Asked to stop as training finished: the run is whole; the next attempt only evaluates.
-        let checkpoint = out.output.clone();
-        return Err(train::stop::Stopped { step: out.steps, signal: Some(sig), checkpoint }.into());
-    }
-    eval_stage(recipe, None)
+fn compare_cmd(runs: &[PathBuf], out: Option<PathBuf>) -> Result<()> {
+    let summaries = jobs::compare::collect(runs)?;
+    let out = out.unwrap_or_else(|| if runs.len() == 1 { runs[0].clone() } else { PathBuf::from(".") });
+    let written = jobs::compare::write(&summaries, &out)?;
+    let png = written.iter().find(|p| p.extension().is_some_and(|e| e == "png")).map(|p| p.display().to_string());
+    print!("{}", jobs::compare::markdown(&summaries, png.as_deref()));
+    eprintln!("compare: wrote {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    Ok(())
 }
 
 fn score_cmd(pred: &std::path::Path, reference: &std::path::Path, json: bool, no_stem: bool) -> Result<()> {
@@ -354,37 +381,37 @@ fn quantize_cmd(model: &std::path::Path, out: &std::path::Path, no_double_quant:
 fn main() {
     let cli = Cli::parse();
     // The commands that train stop safely on SIGUSR1/SIGTERM/SIGINT (train/stop.rs).
-    if matches!(cli.command, None | Some(Command::Run { .. }) | Some(Command::Train { .. })) {
+    if matches!(cli.command, None | Some(Command::Run { .. }) | Some(Command::Train { .. }) | Some(Command::Sweep { .. })) {
         if let Err(e) = train::stop::install() {
             eprintln!("steptune: warning: cannot take over SIGUSR1/SIGTERM/SIGINT ({e}); a signal ends the run without a checkpoint");
         }
     }
     let result = match (cli.command, cli.recipe) {
-        (Some(Command::Check { recipe }), _) => LoadedRecipe::load(&recipe).map(|r| print!("{}", r.recipe.to_yaml())),
-        (Some(Command::Prepare { recipe, show, output_dir }), _) => load_joined(recipe).and_then(|r| prepare_stage(&r, output_dir, show)),
-        (Some(Command::Train { recipe, restart, stop_after, output_dir }), _) => {
-            load_joined(recipe).and_then(|r| train_stage(&r, output_dir, &train::TrainOptions { restart, stop_after }).map(|_| ()))
+        (Some(Command::Check { recipe, set }), _) => jobs::load(Some(&recipe), &set).map(|r| print!("{}", r.recipe.to_yaml())),
+        (Some(Command::Prepare { recipe, set, show, output_dir }), _) => load_joined(recipe.as_deref(), &set).and_then(|r| prepare_stage(&r, output_dir, show)),
+        (Some(Command::Train { recipe, set, restart, stop_after, output_dir }), _) => {
+            load_joined(recipe.as_deref(), &set).and_then(|r| train_stage(&r, output_dir, &train::TrainOptions { restart, stop_after }).map(|_| ()))
         }
         (Some(Command::Generate { model, adapter, prompt, system, max_new_tokens, do_sample, temperature, top_p, top_k, seed, device, json }), _) => {
             generate_cmd(GenerateArgs { model, adapter, prompt, system, max_new_tokens, do_sample, temperature, top_p, top_k, seed, device, json })
         }
         (Some(Command::Merge { model, adapter, out }), _) => merge_cmd(&model, &adapter, &out),
         (Some(Command::Quantize { model, out, no_double_quant, compute_dtype }), _) => quantize_cmd(&model, &out, no_double_quant, compute_dtype),
-        (Some(Command::Eval { recipe, output_dir }), _) => load_joined(recipe).and_then(|r| eval_stage(&r, output_dir)),
+        (Some(Command::Eval { recipe, set, output_dir }), _) => load_joined(recipe.as_deref(), &set).and_then(|r| eval_stage(&r, output_dir)),
         (Some(Command::Score { pred, reference, json, no_stem }), _) => score_cmd(&pred, &reference, json, no_stem),
-        (Some(Command::HumanEval(HumanEval::Export { recipe, sheet, key })), _) => load(recipe).and_then(|r| {
+        (Some(Command::HumanEval(HumanEval::Export { recipe, set, sheet, key })), _) => load(recipe.as_deref(), &set).and_then(|r| {
             let run = RunDir::create(r.output_dir())?;
             steptune::eval::stage::human_export(&r, &run, &sheet, &key)?;
             eprintln!("human-eval: wrote {} for raters and {} (keep it from them)", sheet.display(), key.display());
             Ok(())
         }),
-        (Some(Command::HumanEval(HumanEval::Import { recipe, key, sheets })), _) => LoadedRecipe::load(&recipe).and_then(|r| {
+        (Some(Command::HumanEval(HumanEval::Import { recipe, set, key, sheets })), _) => jobs::load(Some(&recipe), &set).and_then(|r| {
             let run = RunDir::create(r.output_dir())?;
             let p = steptune::eval::stage::human_import(&run, &sheets, &key)?;
             eprintln!("human-eval: wrote {} and added it to report.md", p.display());
             Ok(())
         }),
-        (Some(Command::BenchTrain { recipe, prepared, mode, steps, warmup_steps, method, gradient_checkpointing, json: _ }), _) => LoadedRecipe::load(&recipe)
+        (Some(Command::BenchTrain { recipe, set, prepared, mode, steps, warmup_steps, method, gradient_checkpointing, json: _ }), _) => jobs::load(Some(&recipe), &set)
             .and_then(|r| {
                 let method = match method.as_deref() {
                     None => None,
@@ -397,11 +424,20 @@ fn main() {
                 train::bench::run(&r, &prepared, &opts)
             })
             .map(|v| println!("{v}")),
+        (Some(Command::Sweep { recipe, grid, set, dry_run }), _) => sweep_cmd(recipe.as_deref(), &set, &grid, dry_run),
+        (Some(Command::Compare { runs, out }), _) => compare_cmd(&runs, out),
+        (Some(Command::Slurm { recipe, nodes, gpus_per_node, cpus_per_task, time, partition, account, job_name, mem, grid, set, binary }), _) => {
+            jobs::slurm::defaults_binary_and_workdir().and_then(|(bin, workdir)| {
+                let o = jobs::slurm::SlurmOptions { nodes, gpus_per_node, cpus_per_task, time, partition, account, job_name, mem, binary: binary.unwrap_or(bin), workdir };
+                jobs::slurm::script(recipe.as_deref(), &set, &grid, &o).map(|s| print!("{s}"))
+            })
+        }
         (Some(Command::Version), _) => {
             println!("{}", serde_json::to_string_pretty(&steptune::run::versions()).unwrap_or_default());
             Ok(())
         }
-        (Some(Command::Run { recipe }), _) | (None, recipe) => load_joined(recipe).and_then(|r| main_job(&r)),
+        (Some(Command::Run { recipe, set }), _) => load_joined(recipe.as_deref(), &set).and_then(|r| main_job(&r)),
+        (None, recipe) => load_joined(recipe.as_deref(), &cli.set).and_then(|r| main_job(&r)),
     };
     let world = dist::world();
     if let Some(stopped) = result.as_ref().err().and_then(|e| e.downcast_ref::<train::stop::Stopped>()) {

@@ -496,15 +496,35 @@ pub struct LoadedRecipe {
 
 impl LoadedRecipe {
     pub fn load(path: &Path) -> Result<LoadedRecipe> {
+        LoadedRecipe::load_with(path, &[])
+    }
+
+    /// The recipe file with `--set` overrides applied before any check, so an override is held
+    /// to exactly the rules of the file.
+    pub fn load_with(path: &Path, overrides: &[Override]) -> Result<LoadedRecipe> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read recipe {}", path.display()))?;
-        let recipe = parse(&text, &path.display().to_string())?;
+        let recipe = parse_with(&text, &path.display().to_string(), overrides)?;
         Ok(LoadedRecipe { recipe, path: Some(path.to_path_buf()) })
     }
 
     pub fn quickstart() -> LoadedRecipe {
         let recipe = parse(QUICKSTART_YAML, "embedded quickstart.yaml").expect("the embedded quickstart recipe is valid");
         LoadedRecipe { recipe, path: None }
+    }
+
+    /// The embedded quickstart with `--set` overrides.
+    pub fn quickstart_with(overrides: &[Override]) -> Result<LoadedRecipe> {
+        let recipe = parse_with(QUICKSTART_YAML, "embedded quickstart.yaml", overrides)?;
+        Ok(LoadedRecipe { recipe, path: None })
+    }
+
+    /// A recipe file, or the embedded quickstart without one, with overrides.
+    pub fn load_or_quickstart(path: Option<&Path>, overrides: &[Override]) -> Result<LoadedRecipe> {
+        match path {
+            Some(p) => LoadedRecipe::load_with(p, overrides),
+            None => LoadedRecipe::quickstart_with(overrides),
+        }
     }
 
     /// Where a data or side file named in the recipe lives: relative to the current directory,
@@ -528,8 +548,158 @@ impl LoadedRecipe {
     }
 }
 
+/// One `--set key.path=value`. Overrides are applied to the YAML tree before it is deserialised,
+/// so the type, range and unknown-key checks are the file's own; errors name the argument.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    /// The argument as given (`training.learning_rate=1e-4`), for error messages.
+    pub arg: String,
+    /// The dotted key (`training.learning_rate`).
+    pub key: String,
+    pub value: Value,
+}
+
+impl Override {
+    /// Parses `key.path=value`; the value is YAML (`1e-4`, `true`, `[q_proj, v_proj]`, `null`).
+    pub fn parse(arg: &str) -> Result<Override> {
+        let Some((key, text)) = arg.split_once('=') else {
+            bail!("--set {arg}: expected KEY.PATH=VALUE, for example training.learning_rate=1e-4");
+        };
+        let key = key.trim();
+        if key.is_empty() || key.split('.').any(|s| s.trim().is_empty()) {
+            bail!("--set {arg}: the key `{key}` is not a dotted path like training.learning_rate");
+        }
+        let value: Value = serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!("--set {arg}: the value is not valid YAML: {e}"))?;
+        Ok(Override { arg: arg.to_string(), key: key.to_string(), value })
+    }
+
+    /// Every argument of a repeated `--set`.
+    pub fn parse_all(args: &[String]) -> Result<Vec<Override>> {
+        args.iter().map(|a| Override::parse(a)).collect()
+    }
+
+    /// An override made by a program (a sweep point's value, its output folder).
+    pub fn new(key: &str, value: Value) -> Override {
+        let text = serde_yaml::to_string(&value).map(|t| t.trim_end().to_string()).unwrap_or_default();
+        Override { arg: format!("{key}={text}"), key: key.to_string(), value }
+    }
+
+    /// The key is checked against the schema as far as the schema knows it (an optional section
+    /// that is unset by default is left to serde's `deny_unknown_fields`, as in a file).
+    fn check_key(&self, schema: &Value) -> Result<()> {
+        let mut node = schema;
+        let mut path = String::new();
+        for seg in self.key.split('.') {
+            if path == "model.config" {
+                return Ok(());
+            }
+            let full = if path.is_empty() { seg.to_string() } else { format!("{path}.{seg}") };
+            match node {
+                Value::Mapping(m) => match m.get(seg) {
+                    Some(sub) => node = sub,
+                    None => {
+                        let siblings: Vec<String> = m.keys().filter_map(|k| k.as_str().map(str::to_string)).collect();
+                        bail!("--set {}: {}", self.arg, unknown_key(seg, &full, &path, &siblings, schema));
+                    }
+                },
+                Value::Null => return Ok(()),
+                _ => bail!("--set {}: `{path}` is a value, not a section with keys", self.arg),
+            }
+            path = full;
+        }
+        Ok(())
+    }
+
+    /// Sets the value in the user's tree, making the sections on the way.
+    fn apply(&self, tree: &mut Value) -> Result<()> {
+        if tree.is_null() {
+            *tree = Value::Mapping(Default::default());
+        }
+        let segs: Vec<&str> = self.key.split('.').collect();
+        let mut node = tree;
+        for (i, seg) in segs.iter().enumerate() {
+            let Value::Mapping(m) = node else {
+                bail!("--set {}: `{}` is not a section in the recipe", self.arg, segs[..i].join("."));
+            };
+            let k = Value::String(seg.to_string());
+            if i + 1 == segs.len() {
+                m.insert(k, self.value.clone());
+                return Ok(());
+            }
+            let entry = m.entry(k).or_insert(Value::Null);
+            if entry.is_null() {
+                *entry = Value::Mapping(Default::default());
+            }
+            node = entry;
+        }
+        Ok(())
+    }
+}
+
 /// Parses and checks a recipe; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<Recipe> {
+    parse_with(text, origin, &[])
+}
+
+/// As `parse`, with `--set` overrides applied to the tree first. A problem an override brings
+/// (unknown key, wrong type, out of range) is reported with that `--set` argument.
+pub fn parse_with(text: &str, origin: &str, overrides: &[Override]) -> Result<Recipe> {
+    if overrides.is_empty() {
+        return parse_text(text, origin);
+    }
+    let file: Value = serde_yaml::from_str(text).with_context(|| format!("{origin}: not valid YAML"))?;
+    if !matches!(file, Value::Mapping(_) | Value::Null) {
+        bail!("{origin}: a recipe is a mapping of keys (name:, model:, training:, ...)");
+    }
+    let schema = serde_yaml::to_value(Recipe::default()).expect("default recipe serialises");
+    let mut errors = Vec::new();
+    check_keys(&file, &schema, &schema, "", &mut errors);
+    if !errors.is_empty() {
+        bail!("{origin}: {}", errors.join("\n"));
+    }
+    let mut tree = file.clone();
+    for o in overrides {
+        o.check_key(&schema).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        o.apply(&mut tree).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        // Keys inside a mapping value (`--set finetune.quantization={blocksize: 64}`).
+        let mut errors = Vec::new();
+        check_keys(&tree, &schema, &schema, "", &mut errors);
+        if !errors.is_empty() {
+            bail!("{origin}: --set {}: {}", o.arg, errors.join("\n"));
+        }
+    }
+    let recipe: Recipe = match serde_yaml::from_value(tree) {
+        Ok(r) => r,
+        Err(e) => {
+            // The file alone is checked with its line numbers; else the first override that
+            // breaks it alone is named.
+            parse_text(text, origin)?;
+            for o in overrides {
+                let mut alone = file.clone();
+                o.apply(&mut alone)?;
+                if let Err(e) = serde_yaml::from_value::<Recipe>(alone) {
+                    bail!("{origin}: --set {}: {e}", o.arg);
+                }
+            }
+            let args: Vec<&str> = overrides.iter().map(|o| o.arg.as_str()).collect();
+            bail!("{origin} with --set {}: {e}", args.join(" --set "));
+        }
+    };
+    if let Err(e) = recipe.validate() {
+        let lines: Vec<String> = e
+            .to_string()
+            .lines()
+            .map(|line| match overrides.iter().rev().find(|o| line.contains(&format!("`{}`", o.key)) || line.contains(&format!("`{}:", o.key))) {
+                Some(o) => format!("--set {}: {line}", o.arg),
+                None => line.to_string(),
+            })
+            .collect();
+        bail!("{origin}: {}", lines.join("\n"));
+    }
+    Ok(recipe)
+}
+
+fn parse_text(text: &str, origin: &str) -> Result<Recipe> {
     let user: Value = serde_yaml::from_str(text).with_context(|| format!("{origin}: not valid YAML"))?;
     if !matches!(user, Value::Mapping(_) | Value::Null) {
         bail!("{origin}: a recipe is a mapping of keys (name:, model:, training:, ...)");
@@ -563,21 +733,26 @@ fn check_keys(user: &Value, schema: &Value, root: &Value, path: &str, errors: &m
         match s.get(k) {
             Some(sv) => check_keys(v, sv, root, &full, errors),
             None => {
-                let mut msg = format!("unknown key `{full}`");
                 let siblings: Vec<String> = s.keys().filter_map(|k| k.as_str().map(str::to_string)).collect();
-                let elsewhere: Vec<String> = all_paths(root, "").into_iter().filter(|p| p.rsplit('.').next() == Some(key.as_str())).collect();
-                if let Some(p) = elsewhere.first() {
-                    let _ = write!(msg, ": it belongs at `{p}`");
-                } else if let Some(best) = nearest(&key, &siblings) {
-                    let at = if path.is_empty() { best } else { format!("{path}.{best}") };
-                    let _ = write!(msg, ": did you mean `{at}`?");
-                } else {
-                    let _ = write!(msg, ": valid keys here are {}", siblings.join(", "));
-                }
-                errors.push(msg);
+                errors.push(unknown_key(&key, &full, path, &siblings, root));
             }
         }
     }
+}
+
+/// "unknown key `x.y`" with where that key does exist, or the nearest valid key at its level.
+fn unknown_key(key: &str, full: &str, path: &str, siblings: &[String], root: &Value) -> String {
+    let mut msg = format!("unknown key `{full}`");
+    let elsewhere: Vec<String> = all_paths(root, "").into_iter().filter(|p| p.rsplit('.').next() == Some(key)).collect();
+    if let Some(p) = elsewhere.first() {
+        let _ = write!(msg, ": it belongs at `{p}`");
+    } else if let Some(best) = nearest(key, siblings) {
+        let at = if path.is_empty() { best } else { format!("{path}.{best}") };
+        let _ = write!(msg, ": did you mean `{at}`?");
+    } else {
+        let _ = write!(msg, ": valid keys here are {}", siblings.join(", "));
+    }
+    msg
 }
 
 fn all_paths(v: &Value, prefix: &str) -> Vec<String> {

@@ -148,3 +148,42 @@ fn report_to_defaults_to_none_and_rejects_unknown_loggers_with_the_nearest() {
     let e = err(&format!("{MIN}training: {{report_to: [wandb]}}\n"));
     assert!(e.contains("unknown logger `wandb`") && e.contains("valid: tensorboard"), "{e}");
 }
+
+/// `--set` overrides pass the file's own checks, and every error names the argument.
+#[test]
+fn overrides_are_checked_like_the_file_and_named_in_errors() {
+    use steptune::recipe::{parse_with, Override};
+    let set = |args: &[&str]| Override::parse_all(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    let seterr = |args: &[&str]| format!("{:#}", parse_with(MIN, "r.yaml", &set(args)).unwrap_err());
+    let r = parse_with(MIN, "r.yaml", &set(&["training.learning_rate=1e-4", "finetune.lora_r=32", "finetune.lora_target_modules=[q_proj, v_proj]", "eval.compare_base=false", "training.max_steps=7"])).unwrap();
+    assert_eq!(r.training.learning_rate, 1e-4);
+    assert_eq!(r.finetune.lora_r, 32);
+    assert_eq!(r.finetune.lora_target_modules, vec!["q_proj", "v_proj"]);
+    assert!(!r.eval.compare_base);
+    assert_eq!(r.training.max_steps, Some(7));
+    // The resolved recipe holds the override, so run folders and fingerprints see it.
+    assert!(r.to_yaml().contains("lora_r: 32"));
+    // The later of two overrides of one key wins; a section absent from the file is made.
+    let r = parse_with(MIN, "r.yaml", &set(&["finetune.lora_r=8", "finetune.lora_r=4", "model.train_tokenizer.vocab_size=512"])).unwrap();
+    assert_eq!(r.finetune.lora_r, 4);
+    assert_eq!(r.model.train_tokenizer.unwrap().vocab_size, 512);
+    let e = seterr(&["training.lerning_rate=1e-4"]);
+    assert!(e.contains("--set training.lerning_rate=1e-4: unknown key `training.lerning_rate`: did you mean `training.learning_rate`?"), "{e}");
+    let e = seterr(&["learning_rate=1e-4"]);
+    assert!(e.contains("--set learning_rate=1e-4: unknown key `learning_rate`: it belongs at `training.learning_rate`"), "{e}");
+    let e = seterr(&["finetune.lora_r=32", "training.learning_rate=fast"]);
+    assert!(e.contains("--set training.learning_rate=fast:") && e.contains("invalid type"), "{e}");
+    let e = seterr(&["training.learning_rate=2"]);
+    assert!(e.contains("--set training.learning_rate=2: `training.learning_rate` is 2, must be in (0, 1]"), "{e}");
+    let e = seterr(&["training.lr_scheduler_type=cosin"]);
+    assert!(e.contains("--set training.lr_scheduler_type=cosin") && e.contains("cosine"), "{e}");
+    let e = seterr(&["model.train_tokenizer.vocab_sise=512"]);
+    assert!(e.contains("--set model.train_tokenizer.vocab_sise=512") && e.contains("vocab_size"), "{e}");
+    let e = seterr(&["training.learning_rate.x=1"]);
+    assert!(e.contains("`training.learning_rate` is a value"), "{e}");
+    let e = format!("{:#}", Override::parse("training.learning_rate").unwrap_err());
+    assert!(e.contains("expected KEY.PATH=VALUE"), "{e}");
+    // A file error is still the file's, with its line.
+    let e = format!("{:#}", parse_with(&format!("{MIN}training: {{learning_rate: x}}\n"), "r.yaml", &set(&["finetune.lora_r=8"])).unwrap_err());
+    assert!(e.contains("r.yaml: training.learning_rate") && !e.contains("--set"), "{e}");
+}

@@ -61,10 +61,11 @@ pub struct TrainOutcome {
     pub tokens_per_second: f64,
 }
 
-/// The recipe's `training.device`; `cuda` and `auto` mean this rank's GPU (`cuda:LOCAL_RANK`)
-/// under torchrun or srun.
+/// The recipe's `training.device`; `cuda` and `auto` mean this rank's GPU under torchrun or
+/// srun: `cuda:LOCAL_RANK` when the rank sees every GPU of its node, and its only one when the
+/// launcher gave each task its own (`srun --gpus-per-task=1` sets CUDA_VISIBLE_DEVICES per task).
 pub fn device_of(spec: &str) -> Device {
-    let local = dist::world().local_rank;
+    let local = dist::world().local_rank % (tch::Cuda::device_count().max(1) as usize);
     match spec {
         "cpu" => Device::Cpu,
         "cuda" => Device::Cuda(local),
