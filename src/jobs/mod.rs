@@ -95,9 +95,11 @@ pub fn eval_stage(recipe: &LoadedRecipe, output_dir: Option<PathBuf>) -> Result<
 pub fn main_job(recipe: &LoadedRecipe) -> Result<()> {
     prepare_stage(recipe, None, 0)?;
     let out = train_stage(recipe, None, &train::TrainOptions::default())?;
-    if let Some(sig) = train::stop::requested() {
-        // Asked to stop as training finished: the run is whole; the next attempt only evaluates.
-        return Err(train::stop::Stopped { step: out.steps, signal: Some(sig), checkpoint: out.output }.into());
+    // Asked to stop (on any rank) as training finished: the run is whole; the next attempt only
+    // evaluates.
+    let asked = train::stop::requested();
+    if dist::world().sum_f64(&[asked.map_or(0.0, |_| 1.0)], "agreeing whether to stop before the eval stage")?[0] > 0.0 {
+        return Err(train::stop::Stopped { step: out.steps, signal: asked, checkpoint: out.output }.into());
     }
     eval_stage(recipe, None)
 }
