@@ -305,10 +305,6 @@ impl World {
         self.rank == 0
     }
 
-    pub fn is_distributed(&self) -> bool {
-        self.group.is_some()
-    }
-
     /// What this rank is doing now; peers quote it if this rank dies or hangs.
     pub fn doing(&self, what: &str) {
         if let Some(g) = &self.group {
@@ -347,26 +343,23 @@ impl World {
 
     /// Sums `t` over every rank, in place.
     pub fn all_reduce_sum(&self, t: &mut Tensor, what: &str) -> Result<()> {
-        if self.group.is_none() {
-            return Ok(());
-        }
-        let mut on = t.to_device(self.device).contiguous();
-        // SAFETY: `on` is a live tensor for the call.
-        self.collective(what, |g| unsafe { steptune_dist_all_reduce_sum(g, on.as_mut_ptr()) })?;
-        if on.data_ptr() != t.data_ptr() {
-            let _guard = tch::no_grad_guard();
-            let _ = t.copy_(&on);
-        }
-        Ok(())
+        // SAFETY (both): the tensor is live for the call; the shim keeps no reference to it.
+        self.in_place(t, what, |g, on| unsafe { steptune_dist_all_reduce_sum(g, on) })
     }
 
     /// Overwrites `t` with rank 0's.
     pub fn broadcast(&self, t: &mut Tensor, what: &str) -> Result<()> {
+        self.in_place(t, what, |g, on| unsafe { steptune_dist_broadcast(g, on, 0) })
+    }
+
+    /// Runs `call` on a dense contiguous copy of `t` on the group's device (`t` itself when it is
+    /// one already), and copies the result back into `t` when it was a copy.
+    fn in_place(&self, t: &mut Tensor, what: &str, call: impl FnOnce(*mut RawGroup, *mut C_tensor) -> c_int) -> Result<()> {
         if self.group.is_none() {
             return Ok(());
         }
         let mut on = t.to_device(self.device).contiguous();
-        self.collective(what, |g| unsafe { steptune_dist_broadcast(g, on.as_mut_ptr(), 0) })?;
+        self.collective(what, |g| call(g, on.as_mut_ptr()))?;
         if on.data_ptr() != t.data_ptr() {
             let _guard = tch::no_grad_guard();
             let _ = t.copy_(&on);
