@@ -1,6 +1,6 @@
 """Generate the QLoRA reference fixtures: transformers + bitsandbytes + peft on CPU.
 
-steptune's QLoRA path quantizes a checkpoint's projections to NF4 (src/adapt/nf4.rs), runs them
+steptune's QLoRA path quantizes a checkpoint's projections to NF4 (src/nn/nf4.rs), runs them
 through a C++ autograd function (csrc/nf4.cpp) and puts its own LoRA branches beside them. These
 fixtures pin what the reference stack computes for the same checkpoint and batch.
 

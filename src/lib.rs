@@ -2,6 +2,12 @@
 //!
 //! The flow of one run is recipe → prepare → train → evaluate → report; each stage is a module.
 //! `jobs` holds the drivers above the stages: the main job, sweeps, comparisons, Slurm scripts.
+//!
+//! A module imports only modules below it (`tests/layout.rs` holds this), bottom first:
+//! `ffi` (the C++ in `csrc/`), `recipe` (the schema every stage reads), `dist`, `run`, `nn`
+//! (weights I/O, the projection layer with its LoRA branch, NF4), `model` (tokenizer, chat
+//! template, the networks, generation), `data`, `adapt` (PEFT files, merge, quantize), `train`,
+//! `eval`, `jobs`.
 pub mod adapt;
 pub mod data;
 pub mod dist;
@@ -9,6 +15,7 @@ pub mod eval;
 pub mod ffi;
 pub mod jobs;
 pub mod model;
+pub mod nn;
 pub mod recipe;
 pub mod run;
 pub mod train;

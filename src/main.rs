@@ -332,7 +332,8 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
     let out = gen.generate(&a.prompt, &cfg, 8)?;
     for g in out {
         if a.json {
-            println!("{}", serde_json::to_string(&g)?);
+            let steps = steptune::data::steps::parse_numbered_steps(&g.text);
+            println!("{}", serde_json::json!({"prompt": g.prompt, "text": g.text, "token_ids": g.token_ids, "steps": steps}));
         } else {
             println!("{}\n", g.text);
         }

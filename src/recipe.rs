@@ -12,7 +12,6 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
-use crate::data::steps::StepStyle;
 
 /// The quickstart recipe, embedded so `steptune` with no arguments runs without any file.
 pub const QUICKSTART_YAML: &str = include_str!("../recipes/quickstart.yaml");
@@ -225,6 +224,14 @@ pub enum GroupBy {
     Auto,
     Column,
     Output,
+}
+
+/// Whether the prose around a list survives normalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStyle {
+    StepsOnly,
+    KeepProse,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -80,7 +80,7 @@ fn write_recipe(dir: &Path, model: &str, finetune: &str, training: &str, accum: 
 }
 
 fn tensors(file: &Path) -> HashMap<String, Tensor> {
-    steptune::model::weights::read_file(file, None, tch::Device::Cpu, &|_| true).unwrap().into_iter().collect()
+    steptune::nn::weights::read_file(file, None, tch::Device::Cpu, &|_| true).unwrap().into_iter().collect()
 }
 
 fn assert_close(a: &[(u64, f64)], b: &[(u64, f64)], rel: f64, what: &str) {

@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use steptune::adapt::peft;
-use steptune::model::{load_decoder, weights};
+use steptune::model::load_decoder;
+use steptune::nn::weights;
 use tch::{Device, Kind, Tensor};
 
 fn root() -> PathBuf {

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use steptune::model::generate::{generate, GenerateConfig};
-use steptune::model::{load_decoder, weights};
+use steptune::model::load_decoder;
+use steptune::nn::weights;
 use tch::{Device, Kind, Tensor};
 
 fn dir(name: &str) -> PathBuf {

@@ -6,9 +6,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use steptune::adapt::nf4::{self, Absmax, Nf4Tensor};
-use steptune::adapt::quantize::is_decoder_projection;
-use steptune::model::weights::{read_file, read_model_dir, Weights};
+use steptune::nn::nf4::{self, Absmax, Nf4Tensor};
+use steptune::model::is_decoder_projection;
+use steptune::nn::weights::{read_file, read_model_dir, Weights};
 use tch::{Device, Kind, Tensor};
 
 fn fixtures() -> PathBuf {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use steptune::data::dedup::text_key;
 use steptune::data::prepare::{self, PrepareOutput};
-use steptune::data::template::IGNORE_INDEX;
+use steptune::data::encode::IGNORE_INDEX;
 use steptune::recipe::LoadedRecipe;
 use steptune::run::RunDir;
 

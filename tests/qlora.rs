@@ -3,10 +3,11 @@
 //! scripts/make_qlora_fixtures.py (qwen3_a_bnb4bit) and scripts/make_model_fixtures.py.
 use std::path::PathBuf;
 
-use steptune::adapt::lora::LoraBranch;
-use steptune::adapt::nf4::{self, Absmax, Nf4Tensor};
+use steptune::nn::linear::LoraBranch;
+use steptune::nn::nf4::{self, Absmax, Nf4Tensor};
 use steptune::adapt::peft;
-use steptune::model::{load_decoder_4bit, weights, QuantSpec};
+use steptune::model::{load_decoder_4bit, QuantSpec};
+use steptune::nn::weights;
 use tch::{Device, Kind, Tensor};
 
 fn models() -> PathBuf {
@@ -160,7 +161,7 @@ fn lora_branch_beside_a_4bit_base_starts_at_the_base_output() {
     tch::manual_seed(5);
     let q = random_state(32, 64, true);
     let x = Tensor::randn([4, 64], (Kind::Float, Device::Cpu));
-    let mut lin = steptune::adapt::lora::Linear::quantized(q, Kind::Float, None);
+    let mut lin = steptune::nn::linear::Linear::quantized(q, Kind::Float, None);
     let before = lin.forward(&x, false);
     lin.lora = Some(LoraBranch::new(64, 32, 8, 16.0, 0.0, Kind::Float, Device::Cpu));
     assert!(lin.forward(&x, true).equal(&before));

@@ -13,7 +13,8 @@ use serde_json::Value;
 use steptune::model::generate::GenerateConfig;
 use steptune::model::t5::{weight_specs, T5Config, T5};
 use steptune::model::tokenizer::TokenizerBundle;
-use steptune::model::{load_t5, save_t5, weights};
+use steptune::model::{load_t5, save_t5};
+use steptune::nn::weights;
 use tch::{Device, Kind, Tensor};
 
 fn dir(name: &str) -> PathBuf {

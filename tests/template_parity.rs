@@ -4,7 +4,8 @@
 mod common;
 
 use serde_json::Value;
-use steptune::data::template::{ChatEncoder, ChatTemplate, Message, IGNORE_INDEX};
+use steptune::data::encode::{ChatEncoder, IGNORE_INDEX};
+use steptune::model::chat_template::{ChatTemplate, Message};
 use steptune::model::tokenizer::TokenizerBundle;
 
 fn fixture(name: &str) -> Value {

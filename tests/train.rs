@@ -129,10 +129,10 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let _ = train::run(&r, &run, &TrainOptions { stop_after: Some(4), ..Default::default() }).unwrap_err();
     // Poison the base model's final norm: every later loss is NaN.
     let base = run.path("base_model/model.safetensors");
-    let mut w = steptune::model::weights::read_file(&base, None, tch::Device::Cpu, &|_| true).unwrap();
+    let mut w = steptune::nn::weights::read_file(&base, None, tch::Device::Cpu, &|_| true).unwrap();
     let _ = w.get_mut("model.norm.weight").unwrap().fill_(f64::NAN);
     let refs: Vec<(String, &tch::Tensor)> = w.iter().map(|(k, v)| (k.clone(), v)).collect();
-    steptune::model::weights::write_file(&base, &refs).unwrap();
+    steptune::nn::weights::write_file(&base, &refs).unwrap();
     let msg = format!("{:#}", train::run(&r, &run, &TrainOptions::default()).unwrap_err());
     assert!(msg.contains("became NaN at step 5"), "{msg}");
     assert!(msg.contains("step-00000004"), "{msg}");
@@ -222,7 +222,7 @@ fn t5_trains_on_the_same_loop_full_and_lora() {
     assert!(out.final_eval_loss.unwrap() < out.initial_eval_loss.unwrap());
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.path("adapter/adapter_config.json")).unwrap()).unwrap();
     assert_eq!(cfg["task_type"], "SEQ_2_SEQ_LM");
-    let w = steptune::model::weights::read_file(&run.path("adapter/adapter_model.safetensors"), None, tch::Device::Cpu, &|_| true).unwrap();
+    let w = steptune::nn::weights::read_file(&run.path("adapter/adapter_model.safetensors"), None, tch::Device::Cpu, &|_| true).unwrap();
     // 2 encoder blocks × (q, v, wo) + 2 decoder blocks × (self q, v; cross q, v; wo), A and B each.
     assert_eq!(w.len(), 2 * (2 * 3 + 2 * 5));
     assert!(w.contains_key("base_model.model.encoder.block.0.layer.0.SelfAttention.q.lora_A.weight"), "{:?}", w.keys().take(3).collect::<Vec<_>>());

@@ -1,5 +1,4 @@
-//! Adapting a model: hand-built LoRA layers, PEFT-format adapters, merging, NF4 quantization.
-pub mod lora;
-pub mod nf4;
+//! Adapting a model: PEFT-format adapters (the LoRA layers themselves are in `nn`), merging,
+//! NF4 quantization of checkpoints.
 pub mod peft;
 pub mod quantize;

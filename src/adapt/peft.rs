@@ -7,9 +7,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use tch::{Kind, Tensor};
 
-use super::lora::{Base, LoraBranch};
+use crate::nn::linear::{Base, LoraBranch};
 use crate::model::Model;
-use crate::model::weights;
+use crate::nn::weights;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraSpec {

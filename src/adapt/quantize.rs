@@ -11,8 +11,9 @@ use safetensors::tensor::{Dtype, SafeTensors};
 use serde_json::{json, Map, Value};
 use tch::{Kind, Tensor};
 
-use super::nf4;
-use crate::model::weights;
+use crate::model::is_decoder_projection;
+use crate::nn::nf4;
+use crate::nn::weights;
 
 /// What `steptune quantize` does.
 #[derive(Clone, Debug)]
@@ -47,25 +48,6 @@ pub fn compute_dtype_name(s: &str) -> Result<&'static str> {
         "f32" | "fp32" | "float32" => "float32",
         other => bail!("--compute-dtype must be bf16, f16 or f32, got `{other}`"),
     })
-}
-
-/// The linear projections of the decoder layers that QLoRA quantizes; embeddings, norms and
-/// lm_head stay 16-bit.
-pub fn is_decoder_projection(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix("model.layers.") else { return false };
-    let Some((layer, rest)) = rest.split_once('.') else { return false };
-    !layer.is_empty()
-        && layer.bytes().all(|b| b.is_ascii_digit())
-        && matches!(
-            rest,
-            "self_attn.q_proj.weight"
-                | "self_attn.k_proj.weight"
-                | "self_attn.v_proj.weight"
-                | "self_attn.o_proj.weight"
-                | "mlp.gate_proj.weight"
-                | "mlp.up_proj.weight"
-                | "mlp.down_proj.weight"
-        )
 }
 
 /// The `quantization_config` block transformers' `BitsAndBytesConfig.to_dict()` writes into

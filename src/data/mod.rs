@@ -1,4 +1,4 @@
-//! The data stage: load, check, clean, group, split, template and measure.
+//! The data stage: load, check, clean, group, split, encode and measure.
 pub mod dedup;
 pub mod load;
 pub mod pii;
@@ -6,7 +6,7 @@ pub mod prepare;
 pub mod split;
 pub mod stats;
 pub mod steps;
-pub mod template;
+pub mod encode;
 
 use load::RowRef;
 

@@ -5,13 +5,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-/// Whether the prose around a list survives normalisation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepStyle {
-    StepsOnly,
-    KeepProse,
-}
+pub use crate::recipe::StepStyle;
 
 /// How the steps were written in the source; reported so odd sources stand out.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

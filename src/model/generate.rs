@@ -104,8 +104,6 @@ pub struct Generated {
     pub prompt: String,
     pub text: String,
     pub token_ids: Vec<i64>,
-    /// Numbered steps parsed from the text.
-    pub steps: Vec<String>,
 }
 
 /// Generation for user prompts, from text to text: decoder-only models read the prompt through
@@ -115,14 +113,14 @@ pub struct TextGenerator<'a> {
     pub model: &'a dyn Model,
     pub tok: &'a crate::model::tokenizer::TokenizerBundle,
     /// The chat template (decoder-only models); None for encoder-decoders.
-    pub template: Option<crate::data::template::ChatTemplate>,
+    pub template: Option<crate::model::chat_template::ChatTemplate>,
     pub system: Option<String>,
 }
 
 impl<'a> TextGenerator<'a> {
     pub fn new(model: &'a dyn Model, tok: &'a crate::model::tokenizer::TokenizerBundle, system: Option<String>) -> anyhow::Result<Self> {
         let template = match model.model_kind() {
-            ModelKind::Causal => Some(crate::data::template::ChatTemplate::from_tokenizer(tok)?),
+            ModelKind::Causal => Some(crate::model::chat_template::ChatTemplate::from_tokenizer(tok)?),
             ModelKind::Seq2Seq => None,
         };
         Ok(TextGenerator { model, tok, template, system })
@@ -149,7 +147,7 @@ impl<'a> TextGenerator<'a> {
     pub fn encode(&self, prompt: &str) -> anyhow::Result<Vec<i64>> {
         let ids = match &self.template {
             Some(template) => {
-                let text = template.render(&crate::data::template::chat_messages(self.system.as_deref(), prompt, None), true, false)?;
+                let text = template.render(&crate::model::chat_template::chat_messages(self.system.as_deref(), prompt, None), true, false)?;
                 self.tok.tokenizer.encode(text.as_str(), false)
             }
             // The tokenizer's post-processor appends eos (T5's `</s>`), as for training sources.
@@ -172,8 +170,7 @@ impl<'a> TextGenerator<'a> {
                 let keep: Vec<u32> = ids.iter().filter(|t| !cfg.eos_ids.contains(t)).map(|&t| t as u32).collect();
                 let text = self.tok.tokenizer.decode(&keep, true).map_err(|e| anyhow::anyhow!("decoding failed: {e}"))?;
                 let text = text.trim().to_string();
-                let steps = crate::data::steps::parse_numbered_steps(&text);
-                out[i] = Some(Generated { prompt: prompts[i].clone(), text, token_ids: ids, steps });
+                out[i] = Some(Generated { prompt: prompts[i].clone(), text, token_ids: ids });
             }
         }
         Ok(out.into_iter().map(|g| g.expect("every prompt generated")).collect())

@@ -1,10 +1,10 @@
 //! Models: where their files come from, their tokenizers, the networks, and generation.
+pub mod chat_template;
 pub mod generate;
 pub mod qwen3;
 pub mod source;
 pub mod t5;
 pub mod tokenizer;
-pub mod weights;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,9 +12,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use crate::adapt::lora::Linear;
-use crate::adapt::nf4;
-use crate::adapt::quantize::is_decoder_projection;
+use crate::nn::linear::Linear;
+use crate::nn::{nf4, weights};
 use crate::recipe::Architecture;
 use source::ModelKind;
 use qwen3::{DecoderConfig, Qwen3};
@@ -138,6 +137,25 @@ impl Model for T5 {
     fn generate(&self, prompts: &[Vec<i64>], cfg: &generate::GenerateConfig) -> Vec<Vec<i64>> {
         T5::generate(self, prompts, cfg)
     }
+}
+
+/// The linear projections of the decoder layers that QLoRA quantizes; embeddings, norms and
+/// lm_head stay 16-bit.
+pub fn is_decoder_projection(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("model.layers.") else { return false };
+    let Some((layer, rest)) = rest.split_once('.') else { return false };
+    !layer.is_empty()
+        && layer.bytes().all(|b| b.is_ascii_digit())
+        && matches!(
+            rest,
+            "self_attn.q_proj.weight"
+                | "self_attn.k_proj.weight"
+                | "self_attn.v_proj.weight"
+                | "self_attn.o_proj.weight"
+                | "mlp.gate_proj.weight"
+                | "mlp.up_proj.weight"
+                | "mlp.down_proj.weight"
+        )
 }
 
 pub fn read_config(dir: &Path) -> Result<serde_json::Value> {

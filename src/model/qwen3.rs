@@ -9,9 +9,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tch::{Device, IndexOp, Kind, Tensor};
 
-use super::weights::Weights;
-use crate::adapt::lora::Linear;
-use crate::adapt::nf4::Nf4Tensor;
+use crate::nn::weights::Weights;
+use crate::nn::linear::Linear;
+use crate::nn::nf4::Nf4Tensor;
 use crate::recipe::Architecture;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

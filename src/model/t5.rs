@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tch::{Device, IndexOp, Kind, Tensor};
 
-use super::weights::Weights;
-use crate::adapt::lora::Linear;
+use crate::nn::weights::Weights;
+use crate::nn::linear::Linear;
 
 /// The feed-forward activation, as transformers derives it from `feed_forward_proj`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -21,7 +21,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::batches::{collate, epoch_batches, read_prepared};
 use super::optim::AdamW;
-use crate::adapt::lora::Base;
+use crate::nn::linear::Base;
 use crate::adapt::peft::{self, LoraSpec};
 use crate::model::qwen3::Qwen3;
 use crate::model::t5::T5;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use super::optim::AdamW;
-use crate::model::weights;
+use crate::nn::weights;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct TrainerState {

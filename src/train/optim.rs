@@ -7,7 +7,7 @@
 use anyhow::{Context, Result};
 use tch::{Kind, Tensor};
 
-use crate::model::weights::Weights;
+use crate::nn::weights::Weights;
 
 pub struct Param {
     pub name: String,

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use anyhow::{bail, ensure, Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use crate::model::weights::Weights;
+use super::weights::Weights;
 
 /// The 16 NF4 code values (bitsandbytes' `get_4bit_type("nf4")`), sorted.
 pub const NF4_CODE: [f32; 16] = [
