@@ -154,6 +154,9 @@ pub struct TrainingSection {
     pub max_grad_norm: f64,
     pub precision: Precision,
     pub gradient_checkpointing: bool,
+    /// Labelled tokens per chunk of the language-model head and its cross-entropy (training and
+    /// eval loss): the [tokens, vocab] logits exist one chunk at a time. 0: all at once.
+    pub loss_chunk_tokens: usize,
     /// Batches hold examples of similar length so padding waste is small.
     pub group_by_length: bool,
     pub logging_steps: u64,
@@ -419,6 +422,7 @@ impl Default for TrainingSection {
             max_grad_norm: 1.0,
             precision: Precision::Fp32,
             gradient_checkpointing: false,
+            loss_chunk_tokens: 1024,
             group_by_length: true,
             logging_steps: 10,
             eval_strategy: Cadence::Epoch,
