@@ -12,6 +12,7 @@ extern "C" {
     fn steptune_backward_with_grad(outputs: *const *mut C_tensor, grads: *const *mut C_tensor, n: c_int) -> c_int;
     fn steptune_rng_get_state(device_index: c_int, out: *mut *mut C_tensor) -> c_int;
     fn steptune_rng_set_state(device_index: c_int, state: *mut C_tensor) -> c_int;
+    fn steptune_chunked_linear_cross_entropy(hidden: *mut C_tensor, weight: *mut C_tensor, targets: *mut C_tensor, chunk: i64, out: *mut *mut C_tensor) -> c_int;
 }
 
 // csrc/nf4.cpp: NF4 dequantization (CPU, and GPU when the kernels are compiled) and the 4-bit
@@ -179,6 +180,14 @@ pub fn nf4_absmax(p: &Nf4Parts) -> Result<Tensor> {
     let (na, nc, off, nbs) = nested_ptrs(p);
     let mut out: *mut C_tensor = std::ptr::null_mut();
     check(unsafe { steptune_nf4_absmax(ptr(p.absmax), na, nc, off, p.blocksize, nbs, p.out_features * p.in_features, &mut out) }, "nf4_absmax")?;
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// Σ cross_entropy(hidden Wᵀ, targets) with the logits made `chunk` rows at a time, through a
+/// C++ autograd function (csrc/lm_loss.cpp). hidden: [n, h], weight: [V, h], targets: [n] → [] f32
+pub fn chunked_linear_cross_entropy(hidden: &Tensor, weight: &Tensor, targets: &Tensor, chunk: i64) -> Result<Tensor> {
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    check(unsafe { steptune_chunked_linear_cross_entropy(ptr(hidden), ptr(weight), ptr(targets), chunk, &mut out) }, "the chunked LM-head loss")?;
     Ok(unsafe { Tensor::from_ptr(out) })
 }
 

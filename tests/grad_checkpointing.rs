@@ -33,7 +33,7 @@ fn grads(model: &steptune::model::qwen3::Qwen3, params: &[(String, Tensor)], ids
     let loss = if checkpointed {
         model.loss_sum_backward_checkpointed(ids, labels, scale).unwrap().0
     } else {
-        let (loss, _) = model.loss_sum(ids, labels, true);
+        let (loss, _) = model.loss_sum(ids, labels, true).unwrap();
         (&loss * scale).backward();
         loss.double_value(&[])
     };

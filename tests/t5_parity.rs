@@ -125,7 +125,7 @@ fn check_seeded(name: &str, scaled: bool) {
     assert!(logits.argmax(-1, false).equal(&e["logits_argmax"]), "{name}: argmax of the logits differs");
 
     // Loss and gradients (dropout off, as the fixture's eval-mode backward).
-    let (sum, n) = model.loss_sum(ids, mask, labels, false);
+    let (sum, n) = model.loss_sum(ids, mask, labels, false).unwrap();
     let labelled = labels.ne(-100).sum(Kind::Int64).int64_value(&[]);
     assert_eq!(n, labelled);
     let loss = sum / n as f64;
@@ -197,7 +197,7 @@ fn check_tiny_against_fixture(model: &T5, name: &str) {
     let d_lse = max_abs(&logits.logsumexp([-1], false), &e["logits_lse"]);
     assert!(d_at < 1e-4 * scale && d_lse < 1e-4 * scale, "{name}: logits differ by {d_at:e} / lse {d_lse:e}");
     assert!(logits.argmax(-1, false).equal(&e["logits_argmax"]), "{name}: argmax differs");
-    let (sum, n) = tch::no_grad(|| model.loss_sum(ids, mask, labels, false));
+    let (sum, n) = tch::no_grad(|| model.loss_sum(ids, mask, labels, false).unwrap());
     let want = e["loss"].double_value(&[0]);
     assert!(((sum.double_value(&[]) / n as f64) - want).abs() < 1e-5 * want, "{name}: loss differs");
     let got = model.greedy_generate(ids, mask, 16, &[1]);
@@ -317,8 +317,8 @@ fn dropout_is_active_only_in_training() {
     let (ids, mask, labels) = (&e["prompt_ids"], &e["prompt_mask"], &e["labels"]);
     // Dropout draws from the shared generator too.
     let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let eval = || tch::no_grad(|| model.loss_sum(ids, mask, labels, false).0.double_value(&[]));
-    let train = || tch::no_grad(|| model.loss_sum(ids, mask, labels, true).0.double_value(&[]));
+    let eval = || tch::no_grad(|| model.loss_sum(ids, mask, labels, false).unwrap().0.double_value(&[]));
+    let train = || tch::no_grad(|| model.loss_sum(ids, mask, labels, true).unwrap().0.double_value(&[]));
     assert_eq!(eval(), eval());
     let (a, b) = (train(), train());
     assert!(a != b && a != eval(), "dropout_rate 0.1 should change the training loss ({a}, {b}, {})", eval());

@@ -49,7 +49,9 @@ pub trait Model {
     /// peft's `task_type` for adapters of this model.
     fn peft_task_type(&self) -> &'static str;
     /// The loss summed over labelled tokens, and their count.
-    fn loss_sum(&self, batch: &Batch, train: bool) -> (Tensor, i64);
+    fn loss_sum(&self, batch: &Batch, train: bool) -> Result<(Tensor, i64)>;
+    /// Labelled tokens per chunk of the LM head's loss (`training.loss_chunk_tokens`; 0: all at once).
+    fn set_loss_chunk(&mut self, tokens: usize);
     /// Gradient checkpointing: `loss_sum` in training mode with the gradient of `loss · scale`
     /// already accumulated; returns the summed loss and the count.
     fn loss_sum_backward_checkpointed(&self, batch: &Batch, scale: f64) -> Result<(f64, i64)>;
@@ -85,8 +87,11 @@ impl Model for Qwen3 {
     fn model_kind(&self) -> ModelKind {
         ModelKind::Causal
     }
-    fn loss_sum(&self, batch: &Batch, train: bool) -> (Tensor, i64) {
+    fn loss_sum(&self, batch: &Batch, train: bool) -> Result<(Tensor, i64)> {
         Qwen3::loss_sum(self, &batch.input_ids, &batch.labels, train)
+    }
+    fn set_loss_chunk(&mut self, tokens: usize) {
+        self.loss_chunk = tokens;
     }
     fn loss_sum_backward_checkpointed(&self, batch: &Batch, scale: f64) -> Result<(f64, i64)> {
         Qwen3::loss_sum_backward_checkpointed(self, &batch.input_ids, &batch.labels, scale)
@@ -125,8 +130,11 @@ impl Model for T5 {
     fn model_kind(&self) -> ModelKind {
         ModelKind::Seq2Seq
     }
-    fn loss_sum(&self, batch: &Batch, train: bool) -> (Tensor, i64) {
+    fn loss_sum(&self, batch: &Batch, train: bool) -> Result<(Tensor, i64)> {
         T5::loss_sum(self, &batch.input_ids, &batch.attention_mask, &batch.labels, train)
+    }
+    fn set_loss_chunk(&mut self, tokens: usize) {
+        self.loss_chunk = tokens;
     }
     fn loss_sum_backward_checkpointed(&self, _batch: &Batch, _scale: f64) -> Result<(f64, i64)> {
         bail!("training.gradient_checkpointing is implemented for decoder-only models (Qwen3, Qwen2, Llama), not T5; set it to false")

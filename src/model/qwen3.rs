@@ -278,6 +278,8 @@ pub struct Qwen3 {
     pub rope: Rope,
     pub kind: Kind,
     pub device: Device,
+    /// Labelled tokens per chunk of the head's loss (`training.loss_chunk_tokens`; 0: all at once).
+    pub loss_chunk: usize,
 }
 
 /// The positions of a left-padded batch: count of real tokens before each, as transformers'
@@ -362,7 +364,7 @@ impl Qwen3 {
             take("lm_head.weight")?
         };
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta, device);
-        Ok(Qwen3 { cfg, embed_tokens, layers, norm, lm_head, rope, kind, device })
+        Ok(Qwen3 { cfg, embed_tokens, layers, norm, lm_head, rope, kind, device, loss_chunk: crate::nn::head::DEFAULT_LOSS_CHUNK })
     }
 
     /// transformers' initialisation: N(0, initializer_range) for projections and embeddings,
@@ -504,7 +506,7 @@ impl Qwen3 {
     /// The causal-LM loss, summed over labelled tokens, and their count. The language-model head
     /// runs only where a label exists: on a chat batch most positions are prompt or padding.
     /// ids, labels: [b, t] (labels -100 where masked; right padding)
-    pub fn loss_sum(&self, ids: &Tensor, labels: &Tensor, train: bool) -> (Tensor, i64) {
+    pub fn loss_sum(&self, ids: &Tensor, labels: &Tensor, train: bool) -> Result<(Tensor, i64)> {
         let positions = self.train_positions(ids);
         let hidden = self.hidden(ids, &positions, None, None, train); // [b, t, h]
         self.head_loss(&hidden, labels)
@@ -517,16 +519,15 @@ impl Qwen3 {
     }
 
     /// hidden (after the final norm): [b, t, h], labels: [b, t] → (summed loss, labelled count).
-    fn head_loss(&self, hidden: &Tensor, labels: &Tensor) -> (Tensor, i64) {
+    fn head_loss(&self, hidden: &Tensor, labels: &Tensor) -> Result<(Tensor, i64)> {
         let t = hidden.size()[1];
         // Position i predicts label i+1.
         let targets = labels.narrow(1, 1, t - 1).reshape([-1]); // [b(t-1)]
         let idx = targets.ne(-100).nonzero().squeeze_dim(-1); // [n]
         let n = idx.size()[0];
         let h = hidden.narrow(1, 0, t - 1).reshape([-1, self.cfg.hidden_size]).index_select(0, &idx); // [n, h]
-        let logits = self.logits(&h); // [n, V]
-        let loss = logits.cross_entropy_loss::<Tensor>(&targets.index_select(0, &idx), None, tch::Reduction::Sum, -100, 0.0);
-        (loss, n)
+        let loss = crate::nn::head::cross_entropy_sum(&h, &self.lm_head, &targets.index_select(0, &idx), self.loss_chunk)?;
+        Ok((loss, n))
     }
 
     /// Gradient checkpointing: `loss_sum` in training mode, with the gradient of `loss · scale`
@@ -551,7 +552,7 @@ impl Qwen3 {
         let after_forward = rng("saving the RNG")?;
         // 2. The head, with a graph from the last layer's output.
         let last = x.detach().set_requires_grad(true);
-        let (loss, n) = self.head_loss(&self.norm.forward(&last), labels);
+        let (loss, n) = self.head_loss(&self.norm.forward(&last), labels)?;
         let loss_value = loss.double_value(&[]);
         (loss * scale).backward();
         let mut grad = last.grad(); // [b, t, h]

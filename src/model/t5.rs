@@ -349,6 +349,8 @@ pub struct T5 {
     pub lm_head: Option<Tensor>,
     pub kind: Kind,
     pub device: Device,
+    /// Labelled tokens per chunk of the head's loss (`training.loss_chunk_tokens`; 0: all at once).
+    pub loss_chunk: usize,
 }
 
 /// transformers' `_shift_right`: the decoder inputs for `labels` are the start token followed by
@@ -524,7 +526,7 @@ impl T5 {
         let lm_head = if has_head { Some(take("lm_head.weight", &[cfg.vocab_size, d])?) } else { None };
         let decoder = stacks.pop().unwrap();
         let encoder = stacks.pop().unwrap();
-        Ok(T5 { cfg, shared, encoder, decoder, lm_head, kind, device })
+        Ok(T5 { cfg, shared, encoder, decoder, lm_head, kind, device, loss_chunk: crate::nn::head::DEFAULT_LOSS_CHUNK })
     }
 
     /// transformers' `_init_weights` (factor `initializer_factor`): `shared` N(0, f), q
@@ -662,8 +664,16 @@ impl T5 {
 
     /// The head: scaled by d_model^-0.5 first when the config says so. hidden: [.., d] → [.., V] fp32
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        let h = if self.cfg.scale_decoder_outputs { hidden * (self.cfg.d_model as f64).powf(-0.5) } else { hidden.shallow_clone() };
-        h.linear::<Tensor>(self.head_weight(), None).to_kind(Kind::Float)
+        self.head_input(hidden).linear::<Tensor>(self.head_weight(), None).to_kind(Kind::Float)
+    }
+
+    /// What the head multiplies: the decoder's output, scaled by d_model^-0.5 when tied. [.., d]
+    fn head_input(&self, hidden: &Tensor) -> Tensor {
+        if self.cfg.scale_decoder_outputs {
+            hidden * (self.cfg.d_model as f64).powf(-0.5)
+        } else {
+            hidden.shallow_clone()
+        }
     }
 
     /// Teacher-forced logits: decoder inputs are `labels` shifted right. [b, s], [b, s], [b, t] → [b, t, V]
@@ -676,16 +686,16 @@ impl T5 {
     /// The seq2seq loss, summed over labelled tokens, and their count: transformers' loss with
     /// `labels=` is this sum divided by the count. The head runs only where a label exists.
     /// input_ids, attention_mask: [b, s]; labels: [b, t] with -100 where there is no target.
-    pub fn loss_sum(&self, input_ids: &Tensor, attention_mask: &Tensor, labels: &Tensor, train: bool) -> (Tensor, i64) {
+    pub fn loss_sum(&self, input_ids: &Tensor, attention_mask: &Tensor, labels: &Tensor, train: bool) -> Result<(Tensor, i64)> {
         let enc = self.encode(input_ids, attention_mask, train); // [b, s, d]
         let dec_in = shift_right(labels, self.cfg.decoder_start_token_id, self.cfg.pad_token_id); // [b, t]
         let hidden = self.decode(&dec_in, &enc, attention_mask, None, train); // [b, t, d]
         let targets = labels.reshape([-1]); // [bt]
         let idx = targets.ne(-100).nonzero().squeeze_dim(-1); // [n]
         let n = idx.size()[0];
-        let h = hidden.reshape([-1, self.cfg.d_model]).index_select(0, &idx); // [n, d]
-        let loss = self.logits(&h).cross_entropy_loss::<Tensor>(&targets.index_select(0, &idx), None, tch::Reduction::Sum, -100, 0.0);
-        (loss, n)
+        let h = self.head_input(&hidden.reshape([-1, self.cfg.d_model]).index_select(0, &idx)); // [n, d]
+        let loss = crate::nn::head::cross_entropy_sum(&h, self.head_weight(), &targets.index_select(0, &idx), self.loss_chunk)?;
+        Ok((loss, n))
     }
 
     /// Greedy decoding with the cache, as transformers' `generate(do_sample=False, num_beams=1)`:

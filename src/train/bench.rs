@@ -190,6 +190,7 @@ pub fn run(recipe: &LoadedRecipe, prepared: &std::path::Path, opts: &BenchOption
     let anon = AnonPeak::start();
     let load_start = Instant::now();
     let mut net = load_net(recipe, method, kind, device)?;
+    net.model_mut().set_loss_chunk(recipe.recipe.training.loss_chunk_tokens);
     let load_seconds = load_start.elapsed().as_secs_f64();
     let (rss_after_load, peak_rss_load, peak_anon_load) = (rss_mib(), peak_rss_mib(), anon.take_mib());
     let model_kind = net.model().model_kind();
@@ -274,7 +275,7 @@ pub fn run(recipe: &LoadedRecipe, prepared: &std::path::Path, opts: &BenchOption
                     shifted.cross_entropy_loss::<Tensor>(&targets, None, tch::Reduction::Mean, -100, 0.0)
                 }
                 _ => {
-                    let (sum, _) = net.model().loss_sum(&b, true);
+                    let (sum, _) = net.model().loss_sum(&b, true)?;
                     sum * scale
                 }
             };

@@ -161,7 +161,7 @@ pub fn eval_loss(model: &dyn Model, examples: &[TrainExample], batch_size: usize
     for chunk in &batches[world.my_share(batches.len())] {
         let refs: Vec<&TrainExample> = chunk.iter().map(|&i| &examples[i]).collect();
         let b = collate(&refs, pad_id, model.model_kind(), model.device());
-        let (loss, count) = model.loss_sum(&b, false);
+        let (loss, count) = model.loss_sum(&b, false)?;
         sum += loss.double_value(&[]);
         n += count;
     }
@@ -321,6 +321,7 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
     world.doing("loading the base model");
     tch::manual_seed(r.seed as i64);
     let (mut model, base_dir) = world.main_first("loading the base model", || base_model(recipe, run, &tok, kind, device))?;
+    model.set_loss_chunk(t.loss_chunk_tokens);
     world.check_same("base model weights", &weights_fingerprint(model.as_ref()))?;
     if t.gradient_checkpointing && model.model_kind() == ModelKind::Seq2Seq {
         world.quiet_unless_main()?;
@@ -453,7 +454,7 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
                     let (loss, _) = model.loss_sum_backward_checkpointed(&b, scale)?;
                     loss_sum += loss;
                 } else {
-                    let (loss, _) = model.loss_sum(&b, true);
+                    let (loss, _) = model.loss_sum(&b, true)?;
                     loss_sum += loss.double_value(&[]);
                     (loss * scale).backward();
                 }

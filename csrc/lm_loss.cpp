@@ -1,0 +1,81 @@
+// The language-model head and its cross-entropy over chunks of labelled positions, as one
+// torch::autograd::Function (tch cannot define one). The [tokens, vocab] logits of a micro-batch
+// (1.2 GB in fp32 per 2,048 tokens at Qwen3's 151,936 vocabulary, and as much again for their
+// gradient) never exist at once: forward keeps only the loss; backward recomputes one chunk's
+// logits at a time and accumulates the hidden states' and the head's gradients. Each chunk runs
+// the same operations autograd runs on the whole (log_softmax, its backward from the output), so
+// the numbers differ from the unchunked path only in summation order.
+#include <torch/torch.h>
+
+#include "ffi_common.h"
+
+namespace {
+using torch::Tensor;
+using steptune::guarded;
+constexpr int64_t kIgnoreIndex = -100;
+
+/// sum over rows of cross_entropy(hidden Wᵀ, targets), rows with target -100 left out.
+class ChunkedLinearCrossEntropy : public torch::autograd::Function<ChunkedLinearCrossEntropy> {
+ public:
+  // hidden: [n, h] (the model's kind), weight: [V, h], targets: [n] int64 → loss: [] float32
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& hidden, const Tensor& weight,
+                        const Tensor& targets, int64_t chunk) {
+    TORCH_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
+                "chunked cross-entropy: hidden ", hidden.sizes(), " and head ", weight.sizes(), " do not match");
+    TORCH_CHECK(targets.dim() == 1 && targets.size(0) == hidden.size(0), "chunked cross-entropy: ",
+                targets.size(0), " targets for ", hidden.size(0), " rows");
+    TORCH_CHECK(chunk > 0, "chunked cross-entropy: chunk must be positive, got ", chunk);
+    const int64_t n = hidden.size(0);
+    Tensor loss = torch::zeros({}, hidden.options().dtype(torch::kFloat32));
+    for (int64_t start = 0; start < n; start += chunk) {
+      const int64_t len = std::min(chunk, n - start);
+      const Tensor t = targets.narrow(0, start, len);                                                 // [c]
+      const Tensor logits = torch::linear(hidden.narrow(0, start, len), weight).to(torch::kFloat32);  // [c, V]
+      loss += torch::nll_loss(logits.log_softmax(-1), t, {}, at::Reduction::Sum, kIgnoreIndex);
+    }
+    ctx->save_for_backward({hidden, weight, targets});
+    ctx->saved_data["chunk"] = chunk;
+    return loss;
+  }
+
+  // grad: [] → d hidden [n, h], d weight [V, h]: per chunk, exp(log_softmax)·grad − grad at the
+  // target (log_softmax's backward from its output), cast to the model's kind as autograd casts the
+  // logits' gradient, then through the head's matmul.
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &hidden = saved[0], &weight = saved[1], &targets = saved[2];
+    const int64_t chunk = ctx->saved_data["chunk"].toInt();
+    const int64_t n = hidden.size(0);
+    const bool want_hidden = ctx->needs_input_grad(0), want_weight = ctx->needs_input_grad(1);
+    const Tensor g = grads[0].to(torch::kFloat32);
+    Tensor d_hidden = want_hidden ? torch::empty_like(hidden) : Tensor();
+    // The head's gradient sums over chunks in float32, rounded once to the weight's kind.
+    Tensor d_weight = want_weight ? torch::zeros(weight.sizes(), weight.options().dtype(torch::kFloat32)) : Tensor();
+    for (int64_t start = 0; start < n && (want_hidden || want_weight); start += chunk) {
+      const int64_t len = std::min(chunk, n - start);
+      const Tensor h = hidden.narrow(0, start, len);  // [c, h]
+      const Tensor t = targets.narrow(0, start, len);  // [c]
+      const Tensor keep = t.ne(kIgnoreIndex).unsqueeze(1);  // [c, 1]
+      Tensor d_logits = torch::linear(h, weight).to(torch::kFloat32).log_softmax(-1).exp_().mul_(g);  // [c, V]
+      d_logits.scatter_add_(1, t.clamp_min(0).unsqueeze(1), (-g).expand({len, 1}).contiguous());
+      d_logits.mul_(keep);
+      const Tensor d = d_logits.to(hidden.scalar_type());  // [c, V]
+      if (want_hidden) d_hidden.narrow(0, start, len).copy_(d.matmul(weight));
+      if (want_weight) d_weight.add_(d.t().matmul(h));
+    }
+    return {d_hidden, want_weight ? d_weight.to(weight.scalar_type()) : Tensor(), Tensor(), Tensor()};
+  }
+};
+}  // namespace
+
+extern "C" {
+
+/// The summed cross-entropy of `hidden` [n, h] through the head `weight` [V, h] against `targets`
+/// [n], `chunk` rows at a time; a float32 scalar with a graph to both inputs.
+int steptune_chunked_linear_cross_entropy(torch::Tensor* hidden, torch::Tensor* weight, torch::Tensor* targets,
+                                          int64_t chunk, torch::Tensor** out) {
+  return guarded([&] { *out = new torch::Tensor(ChunkedLinearCrossEntropy::apply(*hidden, *weight, *targets, chunk)); });
+}
+
+}  // extern "C"
