@@ -1,8 +1,9 @@
 // The language-model head and its cross-entropy over chunks of labelled positions, as one
 // torch::autograd::Function (tch cannot define one). The [tokens, vocab] logits of a micro-batch
 // (1.2 GB in fp32 per 2,048 tokens at Qwen3's 151,936 vocabulary, and as much again for their
-// gradient) never exist at once: forward keeps only the loss; backward recomputes one chunk's
-// logits at a time and accumulates the hidden states' and the head's gradients. Each chunk runs
+// gradient) never exist at once: forward keeps only the last chunk's log-probabilities; backward
+// takes that chunk first, then recomputes the others' logits one at a time, and accumulates the
+// hidden states' and the head's gradients (a batch within one chunk costs no recompute). Each chunk runs
 // the same operations autograd runs on the whole (log_softmax, its backward from the output), so
 // the numbers differ from the unchunked path only in summation order.
 #include <torch/torch.h>
@@ -19,7 +20,7 @@ class ChunkedLinearCrossEntropy : public torch::autograd::Function<ChunkedLinear
  public:
   // hidden: [n, h] (the model's kind), weight: [V, h], targets: [n] int64 → loss: [] float32
   static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& hidden, const Tensor& weight,
-                        const Tensor& targets, int64_t chunk) {
+                        const Tensor& targets, int64_t chunk, bool keep_last) {
     TORCH_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
                 "chunked cross-entropy: hidden ", hidden.sizes(), " and head ", weight.sizes(), " do not match");
     TORCH_CHECK(targets.dim() == 1 && targets.size(0) == hidden.size(0), "chunked cross-entropy: ",
@@ -27,14 +28,19 @@ class ChunkedLinearCrossEntropy : public torch::autograd::Function<ChunkedLinear
     TORCH_CHECK(chunk > 0, "chunked cross-entropy: chunk must be positive, got ", chunk);
     const int64_t n = hidden.size(0);
     Tensor loss = torch::zeros({}, hidden.options().dtype(torch::kFloat32));
+    Tensor last_log_probs;
     for (int64_t start = 0; start < n; start += chunk) {
       const int64_t len = std::min(chunk, n - start);
       const Tensor t = targets.narrow(0, start, len);                                                 // [c]
       const Tensor logits = torch::linear(hidden.narrow(0, start, len), weight).to(torch::kFloat32);  // [c, V]
-      loss += torch::nll_loss(logits.log_softmax(-1), t, {}, at::Reduction::Sum, kIgnoreIndex);
+      last_log_probs = logits.log_softmax(-1);                                                        // [c, V]
+      loss += torch::nll_loss(last_log_probs, t, {}, at::Reduction::Sum, kIgnoreIndex);
     }
     ctx->save_for_backward({hidden, weight, targets});
     ctx->saved_data["chunk"] = chunk;
+    // Not a saved variable: backward drops it as soon as its chunk is done. Without a backward
+    // to come (eval loss under no_grad) nothing is kept.
+    if (keep_last && n > 0) ctx->saved_data["last_log_probs"] = last_log_probs;
     return loss;
   }
 
@@ -52,19 +58,27 @@ class ChunkedLinearCrossEntropy : public torch::autograd::Function<ChunkedLinear
     Tensor d_hidden = want_hidden ? torch::empty_like(hidden) : Tensor();
     // The head's gradient sums over chunks in float32, rounded once to the weight's kind.
     Tensor d_weight = want_weight ? torch::zeros(weight.sizes(), weight.options().dtype(torch::kFloat32)) : Tensor();
-    for (int64_t start = 0; start < n && (want_hidden || want_weight); start += chunk) {
+    const int64_t last_start = n == 0 ? 0 : (n - 1) / chunk * chunk;
+    for (int64_t start = last_start; start >= 0 && n > 0 && (want_hidden || want_weight); start -= chunk) {
       const int64_t len = std::min(chunk, n - start);
       const Tensor h = hidden.narrow(0, start, len);  // [c, h]
       const Tensor t = targets.narrow(0, start, len);  // [c]
       const Tensor keep = t.ne(kIgnoreIndex).unsqueeze(1);  // [c, 1]
-      Tensor d_logits = torch::linear(h, weight).to(torch::kFloat32).log_softmax(-1).exp_().mul_(g);  // [c, V]
+      Tensor d_logits;  // [c, V]
+      if (start == last_start && ctx->saved_data.count("last_log_probs")) {
+        d_logits = ctx->saved_data["last_log_probs"].toTensor();
+        ctx->saved_data.erase("last_log_probs");
+      } else {
+        d_logits = torch::linear(h, weight).to(torch::kFloat32).log_softmax(-1);
+      }
+      d_logits.exp_().mul_(g);
       d_logits.scatter_add_(1, t.clamp_min(0).unsqueeze(1), (-g).expand({len, 1}).contiguous());
       d_logits.mul_(keep);
       const Tensor d = d_logits.to(hidden.scalar_type());  // [c, V]
       if (want_hidden) d_hidden.narrow(0, start, len).copy_(d.matmul(weight));
       if (want_weight) d_weight.add_(d.t().matmul(h));
     }
-    return {d_hidden, want_weight ? d_weight.to(weight.scalar_type()) : Tensor(), Tensor(), Tensor()};
+    return {d_hidden, want_weight ? d_weight.to(weight.scalar_type()) : Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 }  // namespace
@@ -75,7 +89,10 @@ extern "C" {
 /// [n], `chunk` rows at a time; a float32 scalar with a graph to both inputs.
 int steptune_chunked_linear_cross_entropy(torch::Tensor* hidden, torch::Tensor* weight, torch::Tensor* targets,
                                           int64_t chunk, torch::Tensor** out) {
-  return guarded([&] { *out = new torch::Tensor(ChunkedLinearCrossEntropy::apply(*hidden, *weight, *targets, chunk)); });
+  return guarded([&] {
+    const bool backward_to_come = torch::GradMode::is_enabled() && (hidden->requires_grad() || weight->requires_grad());
+    *out = new torch::Tensor(ChunkedLinearCrossEntropy::apply(*hidden, *weight, *targets, chunk, backward_to_come));
+  });
 }
 
 }  // extern "C"

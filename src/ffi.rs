@@ -12,6 +12,7 @@ extern "C" {
     fn steptune_backward_with_grad(outputs: *const *mut C_tensor, grads: *const *mut C_tensor, n: c_int) -> c_int;
     fn steptune_rng_get_state(device_index: c_int, out: *mut *mut C_tensor) -> c_int;
     fn steptune_rng_set_state(device_index: c_int, state: *mut C_tensor) -> c_int;
+    fn steptune_adamw_update(param: *mut C_tensor, exp_avg: *mut C_tensor, exp_avg_sq: *mut C_tensor, grad: *mut C_tensor, lr: f64, beta1: f64, beta2: f64, eps: f64, decay: f64, step: i64) -> c_int;
     fn steptune_chunked_linear_cross_entropy(hidden: *mut C_tensor, weight: *mut C_tensor, targets: *mut C_tensor, chunk: i64, out: *mut *mut C_tensor) -> c_int;
 }
 
@@ -181,6 +182,13 @@ pub fn nf4_absmax(p: &Nf4Parts) -> Result<Tensor> {
     let mut out: *mut C_tensor = std::ptr::null_mut();
     check(unsafe { steptune_nf4_absmax(ptr(p.absmax), na, nc, off, p.blocksize, nbs, p.out_features * p.in_features, &mut out) }, "nf4_absmax")?;
     Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// One AdamW update of one float32 parameter in place, as torch.optim.AdamW computes it
+/// (csrc/adamw.cpp). `decay` = 1 − lr·weight_decay; `step` counts from 1.
+#[allow(clippy::too_many_arguments)]
+pub fn adamw_update(param: &Tensor, exp_avg: &Tensor, exp_avg_sq: &Tensor, grad: &Tensor, lr: f64, betas: (f64, f64), eps: f64, decay: f64, step: i64) -> Result<()> {
+    check(unsafe { steptune_adamw_update(ptr(param), ptr(exp_avg), ptr(exp_avg_sq), ptr(grad), lr, betas.0, betas.1, eps, decay, step) }, "the AdamW update")
 }
 
 /// Σ cross_entropy(hidden Wᵀ, targets) with the logits made `chunk` rows at a time, through a

@@ -52,7 +52,7 @@ fn adamw_equals_torch_for_three_steps() {
         for ((p, g), s) in params.iter().zip(step["grads"].as_array().unwrap()).zip(&shapes) {
             set_grad(p, &tensor(g, s));
         }
-        opt.step(o["lr"].as_f64().unwrap());
+        opt.step(o["lr"].as_f64().unwrap()).unwrap();
         for ((p, want), s) in params.iter().zip(step["params_after"].as_array().unwrap()).zip(&shapes) {
             let d = (p.detach() - tensor(want, s)).abs().max().double_value(&[]);
             assert!(d < 1e-7, "step {}: max |Δ| = {d:e}", k + 1);

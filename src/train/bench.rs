@@ -282,7 +282,7 @@ pub fn run(recipe: &LoadedRecipe, prepared: &std::path::Path, opts: &BenchOption
             loss.backward();
             loss.double_value(&[])
         };
-        opt.step(t.learning_rate);
+        opt.step(t.learning_rate)?;
         opt.zero_grad();
         let dt = start.elapsed().as_secs_f64();
         last_loss = loss;

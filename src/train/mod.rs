@@ -481,7 +481,7 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir, opts: &TrainOptions) -> Result<T
             }
             world.all_reduce_grads(&param_tensors, &format!("the all-reduce of gradients of step {}", state.step + 1))?;
             let grad_norm = clip_grad_norm(&opt.params, t.max_grad_norm);
-            opt.step(lr);
+            opt.step(lr)?;
             opt.zero_grad();
             state.step += 1;
             state.step_in_epoch += 1;

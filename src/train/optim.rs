@@ -77,26 +77,21 @@ impl AdamW {
     }
 
     /// One update with learning rate `lr`, as torch.optim.AdamW computes it.
-    pub fn step(&mut self, lr: f64) {
+    pub fn step(&mut self, lr: f64) -> Result<()> {
         let _guard = tch::no_grad_guard();
         self.step += 1;
-        let bc1 = 1.0 - self.beta1.powi(self.step as i32);
-        let bc2 = 1.0 - self.beta2.powi(self.step as i32);
         for p in &mut self.params {
             let g = p.tensor.grad();
             if !g.defined() {
                 continue;
             }
             let g = g.to_kind(Kind::Float);
-            if p.decay && self.weight_decay != 0.0 {
-                let _ = p.master.g_mul_scalar_(1.0 - lr * self.weight_decay);
-            }
-            let _ = p.m.g_mul_scalar_(self.beta1).g_add_(&(&g * (1.0 - self.beta1)));
-            let _ = p.v.g_mul_scalar_(self.beta2).g_add_(&(&g * &g * (1.0 - self.beta2)));
-            let denom = p.v.sqrt() / bc2.sqrt() + self.eps;
-            let _ = p.master.g_sub_(&(&p.m / &denom * (lr / bc1)));
+            let decay = if p.decay { 1.0 - lr * self.weight_decay } else { 1.0 };
+            crate::ffi::adamw_update(&p.master, &p.m, &p.v, &g, lr, (self.beta1, self.beta2), self.eps, decay, self.step)
+                .with_context(|| format!("updating {}", p.name))?;
             p.write_back();
         }
+        Ok(())
     }
 
     /// State to checkpoint: moments and masters by parameter name, plus the step.
