@@ -184,6 +184,13 @@ impl T5LayerNorm {
     }
 }
 
+/// 0 where `allowed`, the kind's lowest value elsewhere: added to the scores (with the position
+/// bias, once per stack) as transformers does. allowed: bool [..] → [..] in `kind`
+fn additive_mask(allowed: &Tensor, kind: Kind) -> Tensor {
+    let lowest = if kind == Kind::Float { f32::MIN as f64 } else if kind == Kind::BFloat16 { -3.3895313892515355e38 } else { -65504.0 };
+    allowed.logical_not().to_kind(kind) * lowest
+}
+
 /// transformers' `_relative_position_bucket`: half the buckets exact offsets, half logarithmic
 /// up to `max_distance`; the decoder (unidirectional) only looks back, the encoder both ways.
 /// relative_position = key position - query position, i64 [..] → bucket ids i64 [..]
@@ -234,12 +241,11 @@ impl T5Attention {
         p.forward(x, train).view([b, t, self.n_heads, self.d_kv]).transpose(1, 2)
     }
 
-    /// x: [b, t, d]; `kv` None for self-attention, else the encoder output [b, s, d];
-    /// bias: [1, nh, t, T] or None (cross-attention has none); allowed: bool, broadcastable to
-    /// [b, nh, t, T] (true = may attend). With a cache slot, self-attention appends this step's
+    /// x: [b, t, d]; `kv` None for self-attention, else the encoder output [b, s, d]; bias: the
+    /// position bias with the mask added (`additive_mask`), broadcastable to [b, nh, t, T]. With a cache slot, self-attention appends this step's
     /// keys/values to it and cross-attention computes them once and reuses them.
     #[allow(clippy::too_many_arguments)]
-    fn forward(&self, x: &Tensor, kv: Option<&Tensor>, bias: Option<&Tensor>, allowed: Option<&Tensor>, cache: Option<&mut Option<(Tensor, Tensor)>>, dropout: f64, train: bool) -> Tensor {
+    fn forward(&self, x: &Tensor, kv: Option<&Tensor>, bias: &Tensor, cache: Option<&mut Option<(Tensor, Tensor)>>, dropout: f64, train: bool) -> Tensor {
         let (b, t) = (x.size()[0], x.size()[1]);
         let q = self.heads(&self.q, x, train); // [b, nh, t, dk]
         let (k, v) = match (kv, cache) {
@@ -263,15 +269,9 @@ impl T5Attention {
                 (k, v)
             }
         }; // [b, nh, T, dk]
-        // Eager attention as transformers' reference path: scores + bias, masked, softmax in fp32.
+        // Eager attention as transformers' reference path: scores + (bias + mask), softmax in fp32.
         // (SDPA would need a gradient for a float mask to train the relative bias.)
-        let mut scores = q.matmul(&k.transpose(2, 3)); // [b, nh, t, T]
-        if let Some(bias) = bias {
-            scores = scores + bias;
-        }
-        if let Some(allowed) = allowed {
-            scores = scores.masked_fill(&allowed.logical_not(), f32::MIN as f64);
-        }
+        let scores = q.matmul(&k.transpose(2, 3)) + bias; // [b, nh, t, T]
         let mut probs = scores.softmax(-1, Kind::Float).to_kind(q.kind());
         if train && dropout > 0.0 {
             probs = probs.dropout(dropout, true);
@@ -617,12 +617,12 @@ impl T5 {
     pub fn encode(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor {
         let s = input_ids.size()[1];
         let p = self.cfg.dropout_rate;
-        let allowed = attention_mask.ne(0).unsqueeze(1).unsqueeze(1); // [b, 1, 1, s]
+        let mask = additive_mask(&attention_mask.ne(0).unsqueeze(1).unsqueeze(1), self.kind); // [b, 1, 1, s]
         let mut x = self.dropout(Tensor::embedding(&self.shared, input_ids, -1, false, false), train); // [b, s, d]
         let blocks = &self.encoder.block;
-        let bias = blocks[0].self_attention.compute_bias(s, s, 0, true, &self.cfg); // [1, nh, s, s]
+        let bias = blocks[0].self_attention.compute_bias(s, s, 0, true, &self.cfg) + mask; // [b, nh, s, s]
         for blk in blocks {
-            let a = blk.self_attention.forward(&blk.self_attention_norm.forward(&x), None, Some(&bias), Some(&allowed), None, p, train);
+            let a = blk.self_attention.forward(&blk.self_attention_norm.forward(&x), None, &bias, None, p, train);
             x = x + self.dropout(a, train);
             let f = blk.ff.forward(&blk.ff_norm.forward(&x), self.cfg.act, p, train);
             x = x + self.dropout(f, train);
@@ -643,18 +643,18 @@ impl T5 {
         // Causal: query i (absolute past + i) sees keys 0..=past + i. [1, 1, t, T]
         let qpos = Tensor::arange_start(past, total, (Kind::Int64, device)).unsqueeze(1);
         let kpos = Tensor::arange(total, (Kind::Int64, device)).unsqueeze(0);
-        let causal = kpos.le_tensor(&qpos).unsqueeze(0).unsqueeze(0);
-        let cross_allowed = enc_mask.ne(0).unsqueeze(1).unsqueeze(1); // [b, 1, 1, s]
+        let causal = additive_mask(&kpos.le_tensor(&qpos).unsqueeze(0).unsqueeze(0), self.kind);
+        let cross_mask = additive_mask(&enc_mask.ne(0).unsqueeze(1).unsqueeze(1), self.kind); // [b, 1, 1, s]
         let mut x = self.dropout(Tensor::embedding(&self.shared, decoder_input_ids, -1, false, false), train); // [b, t, d]
         let blocks = &self.decoder.block;
-        let bias = blocks[0].self_attention.compute_bias(t, total, past, false, &self.cfg); // [1, nh, t, T]
+        let bias = blocks[0].self_attention.compute_bias(t, total, past, false, &self.cfg) + causal; // [1, nh, t, T]
         for (i, blk) in blocks.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.self_attention[i]);
-            let a = blk.self_attention.forward(&blk.self_attention_norm.forward(&x), None, Some(&bias), Some(&causal), slot, p, train);
+            let a = blk.self_attention.forward(&blk.self_attention_norm.forward(&x), None, &bias, slot, p, train);
             x = x + self.dropout(a, train);
             let (cross, norm) = blk.cross_attention.as_ref().expect("decoder blocks have cross-attention");
             let slot = cache.as_deref_mut().map(|c| &mut c.cross_attention[i]);
-            let c = cross.forward(&norm.forward(&x), Some(enc_out), None, Some(&cross_allowed), slot, p, train);
+            let c = cross.forward(&norm.forward(&x), Some(enc_out), &cross_mask, slot, p, train);
             x = x + self.dropout(c, train);
             let f = blk.ff.forward(&blk.ff_norm.forward(&x), self.cfg.act, p, train);
             x = x + self.dropout(f, train);
