@@ -1,4 +1,4 @@
-// One AdamW update of one parameter, op for op as torch.optim.AdamW's single-tensor path
+// The optimizer's C++ side. One AdamW update of one parameter, op for op as torch.optim.AdamW's single-tensor path
 // (foreach=False, fused=False: what transformers' Trainer runs on CPUs). tch has no scaled
 // addcmul_/addcdiv_, and composing them from its operators allocated a temporary per arithmetic
 // step (eight full-size tensors per parameter); here only the denominator is allocated.
@@ -26,6 +26,12 @@ int steptune_adamw_update(torch::Tensor* param, torch::Tensor* exp_avg, torch::T
     const torch::Tensor denom = (exp_avg_sq->sqrt() / std::sqrt(bias_correction2)).add_(eps);
     param->addcdiv_(*exp_avg, denom, -step_size);
   });
+}
+
+/// Drops a tensor's `.grad` (torch's `zero_grad(set_to_none=True)`): the next backward assigns
+/// its gradient instead of adding it to a buffer of zeros, a pass over memory saved per parameter.
+int steptune_clear_grad(torch::Tensor* t) {
+  return steptune::guarded([&] { t->mutable_grad().reset(); });
 }
 
 }  // extern "C"

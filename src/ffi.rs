@@ -13,6 +13,7 @@ extern "C" {
     fn steptune_rng_get_state(device_index: c_int, out: *mut *mut C_tensor) -> c_int;
     fn steptune_rng_set_state(device_index: c_int, state: *mut C_tensor) -> c_int;
     fn steptune_adamw_update(param: *mut C_tensor, exp_avg: *mut C_tensor, exp_avg_sq: *mut C_tensor, grad: *mut C_tensor, lr: f64, beta1: f64, beta2: f64, eps: f64, decay: f64, step: i64) -> c_int;
+    fn steptune_clear_grad(t: *mut C_tensor) -> c_int;
     fn steptune_chunked_linear_cross_entropy(hidden: *mut C_tensor, weight: *mut C_tensor, targets: *mut C_tensor, chunk: i64, out: *mut *mut C_tensor) -> c_int;
 }
 
@@ -189,6 +190,11 @@ pub fn nf4_absmax(p: &Nf4Parts) -> Result<Tensor> {
 #[allow(clippy::too_many_arguments)]
 pub fn adamw_update(param: &Tensor, exp_avg: &Tensor, exp_avg_sq: &Tensor, grad: &Tensor, lr: f64, betas: (f64, f64), eps: f64, decay: f64, step: i64) -> Result<()> {
     check(unsafe { steptune_adamw_update(ptr(param), ptr(exp_avg), ptr(exp_avg_sq), ptr(grad), lr, betas.0, betas.1, eps, decay, step) }, "the AdamW update")
+}
+
+/// Drops `t`'s gradient (set_to_none): the next backward assigns instead of accumulating.
+pub fn clear_grad(t: &Tensor) -> Result<()> {
+    check(unsafe { steptune_clear_grad(ptr(t)) }, "clearing a gradient")
 }
 
 /// Σ cross_entropy(hidden Wᵀ, targets) with the logits made `chunk` rows at a time, through a

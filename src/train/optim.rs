@@ -67,12 +67,10 @@ impl AdamW {
         AdamW { params, beta1, beta2, eps, weight_decay, step: 0 }
     }
 
+    /// Drops every gradient, as torch's `zero_grad(set_to_none=True)` (transformers' default).
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
-            let mut g = p.tensor.grad();
-            if g.defined() {
-                let _ = g.detach_().zero_();
-            }
+            crate::ffi::clear_grad(&p.tensor).expect("clearing a gradient of a leaf tensor cannot fail");
         }
     }
 
