@@ -55,9 +55,10 @@ class ChunkedLinearCrossEntropy : public torch::autograd::Function<ChunkedLinear
     const int64_t n = hidden.size(0);
     const bool want_hidden = ctx->needs_input_grad(0), want_weight = ctx->needs_input_grad(1);
     const Tensor g = grads[0].to(torch::kFloat32);
-    Tensor d_hidden = want_hidden ? torch::empty_like(hidden) : Tensor();
+    const bool one_chunk = n <= chunk;
+    Tensor d_hidden = want_hidden && !one_chunk ? torch::empty_like(hidden) : Tensor();
     // The head's gradient sums over chunks in float32, rounded once to the weight's kind.
-    Tensor d_weight = want_weight ? torch::zeros(weight.sizes(), weight.options().dtype(torch::kFloat32)) : Tensor();
+    Tensor d_weight;
     const int64_t last_start = n == 0 ? 0 : (n - 1) / chunk * chunk;
     for (int64_t start = last_start; start >= 0 && n > 0 && (want_hidden || want_weight); start -= chunk) {
       const int64_t len = std::min(chunk, n - start);
@@ -75,10 +76,15 @@ class ChunkedLinearCrossEntropy : public torch::autograd::Function<ChunkedLinear
       d_logits.scatter_add_(1, t.clamp_min(0).unsqueeze(1), (-g).expand({len, 1}).contiguous());
       d_logits.mul_(keep);
       const Tensor d = d_logits.to(hidden.scalar_type());  // [c, V]
-      if (want_hidden) d_hidden.narrow(0, start, len).copy_(d.matmul(weight));
-      if (want_weight) d_weight.add_(d.t().matmul(h));
+      if (want_hidden && one_chunk) d_hidden = d.matmul(weight);
+      if (want_hidden && !one_chunk) d_hidden.narrow(0, start, len).copy_(d.matmul(weight));
+      if (want_weight) {
+        const Tensor part = d.t().matmul(h);  // [V, h]
+        if (d_weight.defined()) d_weight.add_(part);
+        else d_weight = part.to(torch::kFloat32);
+      }
     }
-    return {d_hidden, want_weight ? d_weight.to(weight.scalar_type()) : Tensor(), Tensor(), Tensor(), Tensor()};
+    return {d_hidden, d_weight.defined() ? d_weight.to(weight.scalar_type()) : Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 }  // namespace

@@ -134,6 +134,15 @@ fn the_chunked_head_loss_equals_all_logits_at_once() {
         assert_eq!(chunked.1[0].narrow(0, 4, 3).abs().max().double_value(&[]), 0.0);
         assert_equal(&format!("the function, chunk {chunk}"), &params, whole, chunked);
     }
+    // No labelled row at all: a zero loss, zero gradients, no error.
+    let none = Tensor::full([23], -100, (Kind::Int64, Device::Cpu));
+    let (loss, grads) = pass(&params, &|| {
+        let loss = cross_entropy_sum(&hidden, &weight, &none, 4).unwrap();
+        (&loss * 0.5).backward();
+        loss.double_value(&[])
+    });
+    assert_eq!(loss, 0.0);
+    assert!(grads.iter().all(|g| !g.defined() || g.abs().max().double_value(&[]) == 0.0));
 
     // Qwen3, tied (qwen3_a) and untied (qwen3_b): full fine-tuning, LoRA with dropout, QLoRA.
     for dir in ["qwen3_a", "qwen3_b"] {
