@@ -250,7 +250,8 @@ fn lora_intermediates(projs: &[Proj], n_tok: i64, k: i64, r: i64, targets: &[Str
 /// Hugging Face cache, or the tokenizer folder when it carries one. Never downloads.
 pub fn model_config(recipe: &LoadedRecipe) -> Result<(Value, Architecture)> {
     let m = &recipe.recipe.model;
-    let local = m.source == "random" || recipe.resolve(std::path::Path::new(&m.source)).is_ok() || source::cached_snapshot(&m.source, &m.revision).is_some();
+    let path_like = ["./", "../", "/", "~"].iter().any(|p| m.source.starts_with(p));
+    let local = m.source == "random" || path_like || recipe.resolve(std::path::Path::new(&m.source)).is_ok() || source::cached_snapshot(&m.source, &m.revision).is_some();
     let mut config = if local { source::resolve(recipe, false)?.config } else { None };
     if config.is_none() {
         if let Some(t) = &m.tokenizer {
@@ -289,6 +290,13 @@ pub fn estimate(recipe: &LoadedRecipe, opts: &EstimateOptions) -> Result<Plan> {
     if arch == Architecture::T5 {
         let c = T5Config::from_json(&config)?;
         return estimate_t5(recipe, &c, opts);
+    }
+    // The RoPE variant changes no tensor's size: plan for Llama-3.1's `llama3` scaling too, which
+    // training itself does not support yet.
+    let mut config = config;
+    if let Some(o) = config.as_object_mut() {
+        o.remove("rope_scaling");
+        o.remove("rope_parameters");
     }
     let c = DecoderConfig::from_json(&config, arch)?;
     estimate_decoder(recipe, &c, opts)
