@@ -69,6 +69,26 @@ enum Command {
         #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
         set: Vec<String>,
     },
+    /// A memory plan for one device: weights, trainable state, activations, the loss head, the
+    /// eval KV cache, runtime and total; with --budget, the largest micro-batch and sequence that fit.
+    Estimate {
+        recipe: PathBuf,
+        /// Tokens per row (default: data.max_length).
+        #[arg(long)]
+        seq: Option<i64>,
+        /// Rows per micro-batch (default: training.per_device_train_batch_size).
+        #[arg(long)]
+        batch: Option<i64>,
+        /// Memory of the device, e.g. 24GiB, 24GB or 24000MiB.
+        #[arg(long)]
+        budget: Option<String>,
+        /// Print the plan as JSON (bytes per line and total_bytes).
+        #[arg(long)]
+        json: bool,
+        /// Override a recipe value, e.g. --set training.learning_rate=1e-4 (repeatable).
+        #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+        set: Vec<String>,
+    },
     /// Load, check, clean, split, template and tokenise the data into <run>/prepared/.
     Prepare {
         /// Recipe YAML (default: the embedded quickstart).
@@ -379,6 +399,40 @@ fn quantize_cmd(model: &std::path::Path, out: &std::path::Path, no_double_quant:
     Ok(())
 }
 
+/// `steptune estimate`: the plan, and with a budget the largest micro-batch and sequence that fit.
+fn estimate_cmd(r: &steptune::recipe::LoadedRecipe, seq: Option<i64>, batch: Option<i64>, budget: Option<&str>, json: bool) -> anyhow::Result<()> {
+    use train::memory;
+    let budget = budget.map(memory::parse_budget).transpose()?;
+    let opts = memory::EstimateOptions { seq, batch };
+    let plan = memory::estimate(r, &opts)?;
+    let fit = budget.map(|b| memory::fit(r, &opts, b)).transpose()?;
+    if json {
+        let mut v = plan.to_json();
+        if let (Some(b), Some((mb, ms))) = (budget, fit) {
+            v["budget_bytes"] = serde_json::json!(b);
+            v["fits"] = serde_json::json!(plan.total_bytes <= b);
+            v["max_batch"] = serde_json::json!(mb);
+            v["max_seq"] = serde_json::json!(ms);
+        }
+        println!("{v}");
+        return Ok(());
+    }
+    print!("{}", plan.render());
+    if let (Some(b), Some((mb, ms))) = (budget, fit) {
+        let verdict = if plan.total_bytes <= b { "fits" } else { "does NOT fit" };
+        println!("budget {}: this plan {verdict}", memory::human(b));
+        match mb {
+            Some(n) => println!("  largest micro-batch at sequence {}: {n}", plan.seq),
+            None => println!("  no micro-batch fits at sequence {}", plan.seq),
+        }
+        match ms {
+            Some(n) => println!("  longest sequence at micro-batch {}: {n}", plan.batch),
+            None => println!("  no sequence fits at micro-batch {}", plan.batch),
+        }
+    }
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     // The commands that train stop safely on SIGUSR1/SIGTERM/SIGINT (train/stop.rs).
@@ -388,7 +442,15 @@ fn main() {
         }
     }
     let result = match (cli.command, cli.recipe) {
-        (Some(Command::Check { recipe, set }), _) => jobs::load(Some(&recipe), &set).map(|r| print!("{}", r.recipe.to_yaml())),
+        (Some(Command::Check { recipe, set }), _) => jobs::load(Some(&recipe), &set).map(|r| {
+            print!("{}", r.recipe.to_yaml());
+            // A YAML comment, so the output stays a valid recipe.
+            match train::memory::estimate(&r, &Default::default()) {
+                Ok(p) => println!("# memory estimate: {} ({} bytes) on {}; `steptune estimate` shows the lines", train::memory::human(p.total_bytes), p.total_bytes, p.device),
+                Err(e) => println!("# memory estimate: unavailable ({e:#})"),
+            }
+        }),
+        (Some(Command::Estimate { recipe, seq, batch, budget, json, set }), _) => jobs::load(Some(&recipe), &set).and_then(|r| estimate_cmd(&r, seq, batch, budget.as_deref(), json)),
         (Some(Command::Prepare { recipe, set, show, output_dir }), _) => load_joined(recipe.as_deref(), &set).and_then(|r| prepare_stage(&r, output_dir, show)),
         (Some(Command::Train { recipe, set, restart, stop_after, output_dir }), _) => {
             load_joined(recipe.as_deref(), &set).and_then(|r| train_stage(&r, output_dir, &train::TrainOptions { restart, stop_after }).map(|_| ()))

@@ -42,6 +42,12 @@ pub fn peak_rss_mib() -> f64 {
     proc_status_mib("VmHWM:")
 }
 
+/// Resets VmHWM to the current resident size (Linux `clear_refs` 5), so a later VmHWM is the peak
+/// since now; false where the kernel does not allow it.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", b"5").is_ok()
+}
+
 /// Resident memory of this process now (VmRSS), in MiB; 0 where /proc is missing.
 pub fn rss_mib() -> f64 {
     proc_status_mib("VmRSS:")
@@ -150,12 +156,21 @@ fn load_net(recipe: &LoadedRecipe, method: Method, kind: Kind, device: Device) -
             None => models::load_decoder(dir, kind, device)?,
         }));
     }
-    if quant.is_some() {
-        bail!("bench-train with finetune.method qlora needs model.source: a 16-bit or bnb-4bit checkpoint folder (it is quantized as it is read), not `random`");
-    }
     let model_kind = files.kind();
     let config = files.config.context("bench-train needs model.config (source: random) or a model folder")?;
     tch::manual_seed(r.seed as i64);
+    if let Some(spec) = quant {
+        // QLoRA from `random`: the random 16-bit base is written to a temporary folder and
+        // quantized as it is read back, as `train::base_model` does with a random base.
+        if model_kind == source::ModelKind::Seq2Seq {
+            bail!("QLoRA is implemented for decoder-only models; benchmark T5 with method full or lora");
+        }
+        let dir = std::env::temp_dir().join(format!("steptune-bench-base-{}", std::process::id()));
+        models::random_decoder(&config, files.architecture, kind, device)?.save(&dir, None)?;
+        let loaded = models::load_decoder_4bit(&dir, spec, kind, device);
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(Net::Decoder(loaded?));
+    }
     Ok(match model_kind {
         source::ModelKind::Seq2Seq => Net::T5(models::random_t5(&config, kind, device)?),
         source::ModelKind::Causal => Net::Decoder(models::random_decoder(&config, files.architecture, kind, device)?),
@@ -234,6 +249,8 @@ pub fn run(recipe: &LoadedRecipe, prepared: &std::path::Path, opts: &BenchOption
     let trainable: i64 = params.iter().map(|(_, p)| p.numel() as i64).sum();
     let mut opt = AdamW::new(params, t.adam_beta1, t.adam_beta2, t.adam_epsilon, t.weight_decay);
     let rss_before_train = rss_mib();
+    // From here VmHWM is the peak of the training steps alone (the load's peak is reported above).
+    let hwm_reset = reset_peak_rss();
 
     let bs = t.per_device_train_batch_size;
     let batches: Vec<Vec<usize>> = match mode {
@@ -311,6 +328,7 @@ pub fn run(recipe: &LoadedRecipe, prepared: &std::path::Path, opts: &BenchOption
         "padded_tokens": padded_tokens,
         "padded_tokens_per_second": padded_tokens as f64 / seconds.max(1e-9),
         "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_train_mib": if hwm_reset { json!(peak_rss_mib()) } else { json!(null) },
         "peak_anon_load_mib": peak_anon_load,
         "peak_anon_train_mib": anon.take_mib(),
         "rss_before_load_mib": rss_before_load,

@@ -9,6 +9,7 @@
 //! only rank 0 writes. With one rank every collective is a no-op.
 pub mod batches;
 pub mod bench;
+pub mod memory;
 pub mod checkpoint;
 pub mod optim;
 pub mod plot;
