@@ -32,6 +32,7 @@ class ChunkedLinearCrossEntropy : public torch::autograd::Function<ChunkedLinear
     for (int64_t start = 0; start < n; start += chunk) {
       const int64_t len = std::min(chunk, n - start);
       const Tensor t = targets.narrow(0, start, len);                                                 // [c]
+      last_log_probs.reset();  // at most two fp32 [c, V] at once: these logits and their log-probs
       const Tensor logits = torch::linear(hidden.narrow(0, start, len), weight).to(torch::kFloat32);  // [c, V]
       last_log_probs = logits.log_softmax(-1);                                                        // [c, V]
       loss += torch::nll_loss(last_log_probs, t, {}, at::Reduction::Sum, kIgnoreIndex);

@@ -345,13 +345,24 @@ fn line(name: &str, bytes: i64, detail: String) -> Line {
     Line { name: name.into(), bytes: bytes.max(0) as u64, detail, counted: true }
 }
 
-/// The head and cross-entropy over `chunk` labelled tokens: in backward the fp32
-/// log-probabilities log_softmax saved, the gradient arriving from nll_loss and the one leaving
-/// toward the logits: three fp32 [chunk, V] (the forward holds at most the compute-dtype logits
-/// and their fp32 copy, less). In full fine-tuning the head's weight gradient [V, H] is formed
-/// while the fp32 [chunk, V] gradient is alive.
-fn head_peak(chunk: i64, v: i64, h: i64, k: i64, full: bool) -> i64 {
-    (12 * chunk * v).max(if full { 4 * chunk * v + k * v * h } else { 0 })
+/// The head and cross-entropy over `chunk` labelled tokens (`n` in all).
+/// `chunked` (csrc/lm_loss.cpp): at most two fp32 [chunk, V] at once (logits and their
+/// log-probabilities, forward and backward alike); in full fine-tuning the head's gradient is
+/// formed as a [V, H] product while one fp32 [chunk, V] is alive, and summed over several chunks
+/// in an fp32 [V, H] accumulator.
+/// All at once (chunk 0, plain autograd): in backward the fp32 log-probabilities log_softmax saved,
+/// the gradient arriving from nll_loss and the one leaving toward the logits: three fp32 [n, V];
+/// in full fine-tuning the [V, H] gradient is formed while one of them is alive.
+fn head_peak(chunked: bool, chunk: i64, n: i64, v: i64, h: i64, k: i64, full: bool) -> i64 {
+    if !chunked {
+        return (12 * chunk * v).max(if full { 4 * chunk * v + k * v * h } else { 0 });
+    }
+    let logits = 8 * chunk * v;
+    if !full {
+        return logits;
+    }
+    let accumulator = if n > chunk { 4 * v * h } else { 0 };
+    accumulator + logits.max(4 * chunk * v + k * v * h)
 }
 
 fn estimate_decoder(recipe: &LoadedRecipe, c: &DecoderConfig, opts: &EstimateOptions) -> Result<Plan> {
@@ -409,7 +420,7 @@ fn estimate_decoder(recipe: &LoadedRecipe, c: &DecoderConfig, opts: &EstimateOpt
             format!("{trainable} params (r {} on {}), {}", f.lora_r, f.lora_target_modules.join(", "), dtype_name(k)),
         ));
     }
-    lines.push(line("gradients", k * trainable, format!("{trainable} × {k} B, kept allocated between steps")));
+    lines.push(line("gradients", k * trainable, format!("{trainable} × {k} B, from backward to the optimizer step (set to none between steps)")));
     lines.push(line("AdamW moments", 8 * trainable, format!("exp_avg + exp_avg_sq, fp32, {trainable} × 8 B")));
     lines.push(line(
         "fp32 master weights",
@@ -426,7 +437,7 @@ fn estimate_decoder(recipe: &LoadedRecipe, c: &DecoderConfig, opts: &EstimateOpt
     let rope = 2 * k * n_tok * d; // cos, sin [b, 1, t, d]
     let final_norm = 4 * n_tok * h + 4 * n_tok + if full { k * n_tok * h } else { 0 };
     let head_input = if full { k * labelled * h } else { 0 }; // the lm_head linear keeps its [n, H] input
-    let head = head_peak(chunk, v, h, k, full);
+    let head = head_peak(cm.chunk > 0, chunk, labelled, v, h, k, full);
     // Backward through one layer: the [N, F] gradients of down's input, silu(gate) and up (while
     // the saved ones are still alive), two [N, H] gradient streams, and under QLoRA the
     // dequantized weight of the largest projection (csrc/nf4.cpp dequantizes per call).
@@ -450,20 +461,23 @@ fn estimate_decoder(recipe: &LoadedRecipe, c: &DecoderConfig, opts: &EstimateOpt
     lines.push(line(
         "loss head (per chunk)",
         head,
-        format!("{chunk} of {labelled} labelled tokens × vocab {v}: fp32 log-probs + 2 fp32 gradients in backward{}", if full { ", or the head's [V, H] gradient" } else { "" }),
+        format!(
+            "{chunk} of {labelled} labelled tokens × vocab {v}: {}{}",
+            if cm.chunk > 0 { "fp32 logits + their log-probs, one chunk at a time" } else { "fp32 log-probs + 2 fp32 gradients in backward, all at once" },
+            if full { ", and the head's [V, H] gradient" } else { "" }
+        ),
     ));
     // The optimizer step runs with no activations alive: AdamW's temporaries for the largest
-    // tensor (three fp32 at once in `AdamW::step`, plus its fp32 gradient copy under bf16).
-    let opt_temp = (3 + if k == 4 { 0 } else { 1 }) * 4 * largest;
-    let emb_grad = if full { k * embed } else { 0 }; // embedding_dense_backward's [V, H], then added into .grad
-    let rest_of_step = step_peak - act_bytes - head;
-    let transient = rest_of_step.max(opt_temp - act_bytes - head).max(emb_grad - act_bytes - head).max(0);
-    lines.push(line(
-        "backward and optimizer temporaries",
-        transient,
-        format!("the largest of: one layer's backward ({}), AdamW on the largest tensor ({})", human(layer_backward as u64), human(opt_temp as u64)),
+    // tensor (csrc/adamw.cpp: the square root and the denominator, two fp32 at once, plus the
+    // fp32 gradient copy under bf16).
+    let opt_temp = (2 + if k == 4 { 0 } else { 1 }) * 4 * largest;
+    let emb_grad = if full { k * embed } else { 0 }; // embedding_dense_backward's [V, H], then assigned to .grad
+    let backward_temp = (step_peak - act_bytes - head).max(0);
+    let train_peak = step_phases(&mut lines, full, k * trainable, act_bytes + head, backward_temp, opt_temp.max(emb_grad), &format!(
+        "one layer's backward ({}), or AdamW on the largest tensor ({})",
+        human(layer_backward as u64),
+        human(opt_temp as u64)
     ));
-    let train_peak = act_bytes + head + transient;
 
     // 4. The eval stage: generation with a KV cache (a separate phase without optimizer state).
     let eb = r.eval.batch_size as i64;
@@ -481,9 +495,31 @@ fn estimate_decoder(recipe: &LoadedRecipe, c: &DecoderConfig, opts: &EstimateOpt
     Ok(finish(recipe, &cm, model, trainable, lines, if eval_counted { kv_peak } else { train_peak }))
 }
 
+/// The step's peak, of two phases: the start of backward (every activation and the loss head
+/// alive, gradients forming: in full fine-tuning they replace activations as backward goes, so
+/// only LoRA's small ones count here) and the optimizer step (every gradient, no activation). The
+/// lines not alive at the peak are marked not counted; the temporaries line is the peak phase's.
+/// Returns the peak in bytes beyond the persistent state.
+fn step_phases(lines: &mut Vec<Line>, full: bool, grads: i64, activations_and_head: i64, backward_temp: i64, optimizer_temp: i64, detail: &str) -> i64 {
+    let backward = activations_and_head + backward_temp + if full { 0 } else { grads };
+    let optimizer = grads + optimizer_temp;
+    let optimizer_peak = optimizer > backward;
+    for l in lines.iter_mut() {
+        if l.name == "gradients" {
+            l.counted = optimizer_peak || !full;
+        } else if l.name.starts_with("activations") || l.name.starts_with("loss head") {
+            l.counted = !optimizer_peak;
+        }
+    }
+    let temp = if optimizer_peak { optimizer_temp } else { backward_temp };
+    let phase = if optimizer_peak { "the optimizer step" } else { "the start of backward" };
+    lines.push(line("backward and optimizer temporaries", temp, format!("at the peak, {phase}: the largest of {detail}")));
+    backward.max(optimizer)
+}
+
 /// Runtime, allocator slack, total.
 fn finish(recipe: &LoadedRecipe, cm: &Common, model: String, trainable: i64, mut lines: Vec<Line>, phase_peak: i64) -> Plan {
-    let persistent: i64 = lines.iter().filter(|l| l.counted && (l.name.starts_with("base") || l.name.starts_with("trainable") || l.name == "gradients" || l.name == "AdamW moments" || l.name == "fp32 master weights")).map(|l| l.bytes as i64).sum();
+    let persistent: i64 = lines.iter().filter(|l| l.counted && (l.name.starts_with("base") || l.name.starts_with("trainable") || l.name == "AdamW moments" || l.name == "fp32 master weights")).map(|l| l.bytes as i64).sum();
     let tensors = persistent + phase_peak;
     if cm.gpu {
         lines.insert(0, line("CUDA context", CUDA_CONTEXT_BYTES as i64, "CUDA context, kernels loaded lazily, cuBLAS workspace (typical; not measured here)".into()));
@@ -562,13 +598,12 @@ fn estimate_t5(recipe: &LoadedRecipe, c: &T5Config, opts: &EstimateOptions) -> R
     lines.push(line("activations (saved for backward, approximate)", acts, format!("{le} encoder + {ld} decoder blocks, source and target {s} tokens (T5: not yet measured)")));
     let labelled = b * t;
     let chunk = if cm.chunk == 0 { labelled } else { cm.chunk.min(labelled) };
-    let head = head_peak(chunk, v, dm, k, full);
+    let head = head_peak(cm.chunk > 0, chunk, labelled, v, dm, k, full);
     lines.push(line("loss head (per chunk)", head, format!("{chunk} of {labelled} labelled tokens × vocab {v}")));
     let largest = if full { v * dm } else { f.lora_r * dff.max(dm) };
-    let opt_temp = (3 + if k == 4 { 0 } else { 1 }) * 4 * largest;
-    let transient = (3 * k * b * s * dff).max(opt_temp - acts - head).max(0);
-    lines.push(line("backward and optimizer temporaries", transient, String::new()));
-    let train_peak = acts + head + transient;
+    let opt_temp = (2 + if k == 4 { 0 } else { 1 }) * 4 * largest;
+    let trainable_bytes = lines.iter().find(|l| l.name == "gradients").map(|l| l.bytes as i64).unwrap_or(0);
+    let train_peak = step_phases(&mut lines, full, trainable_bytes, acts + head, 3 * k * b * s * dff, opt_temp, &format!("the FFN's backward, or AdamW on the largest tensor ({})", human(opt_temp as u64)));
     let eb = r.eval.batch_size as i64;
     let kv_len = r.eval.max_new_tokens as i64;
     // Self-attention cache grows with the output; cross-attention keys/values cover the source.
