@@ -22,7 +22,7 @@ recipe=scripts/bench_memory.yaml
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench_memory.XXXXXX"); trap 'rm -rf "$tmp"' EXIT
 
 # Shape a: Qwen3-0.6B (hidden 1024, 16/8 heads, head_dim 128, intermediate 3072, vocab 151,936,
-# tied), 4 of its 28 layers, sequence 512. Shape b: hidden 512, 8 layers, 8/4 heads, head_dim 64,
+# tied), 4 of its 28 layers, sequence BENCH_SEQ_A (1024). Shape b: hidden 512, 8 layers, 8/4 heads, head_dim 64,
 # intermediate 1536, vocab 32,000, untied, sequence 1024.
 shape_a=(--set model.config.num_hidden_layers=4)
 shape_b=(--set model.config.hidden_size=512 --set model.config.intermediate_size=1536 --set model.config.num_hidden_layers=8
@@ -43,7 +43,7 @@ printf '%-14s %-5s %5s %5s %12s %12s %8s %8s\n' config shape seq batch "estimate
 for c in $configs; do
   shape=${c%%-*}; rest=${c#*-}; method=${rest%+ckpt}
   ckpt=false; [[ $c == *+ckpt ]] && ckpt=true
-  if [[ $shape == a ]]; then args=("${shape_a[@]}"); seq=512; else args=("${shape_b[@]}"); seq=1024; fi
+  if [[ $shape == a ]]; then args=("${shape_a[@]}"); seq=${BENCH_SEQ_A:-1024}; else args=("${shape_b[@]}"); seq=1024; fi
   args+=(--set finetune.method=$method --set training.gradient_checkpointing=$ckpt)
   data "$seq" $((steps + 1)) >"$tmp/data.jsonl"
   est=$("$bin" estimate "$recipe" "${args[@]}" --seq "$seq" --batch 1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_bytes"])')
@@ -60,4 +60,4 @@ PY
   fi
 done
 echo "estimate: steptune estimate total (runtime line included); measured: VmHWM of the training steps (after load);"
-echo "fp32, batch 1, LoRA r 16 on all seven projections, loss_chunk_tokens 0, $threads threads, MALLOC_MMAP_THRESHOLD_=65536"
+echo "fp32, batch 1, LoRA r 16 on all seven projections, loss_chunk_tokens 1024 (the default), $threads threads, MALLOC_MMAP_THRESHOLD_=65536"
