@@ -3,16 +3,17 @@
 //!
 //! - base weights as `model::load_model` stores them: NF4 (`nn::nf4`) for the decoder layers'
 //!   projections under QLoRA, everything else (embeddings, norms, lm_head) in the run's dtype;
-//! - trainable tensors, their gradients (kept allocated between steps: `AdamW::zero_grad` zeroes
-//!   them in place), AdamW's two fp32 moments and, when the model computes in bf16/fp16, the fp32
-//!   master copy (`train::optim`);
+//! - trainable tensors, their gradients (from backward to the optimizer step: `AdamW::zero_grad`
+//!   sets them to none), AdamW's two fp32 moments and, when the model computes in bf16/fp16, the
+//!   fp32 master copy (`train::optim`); the step's peak is the start of backward or the optimizer
+//!   step, whichever holds more;
 //! - what autograd saves for backward in `model::qwen3` (counted tensor by tensor; the per-layer
 //!   sum was checked against torch's saved-tensor hooks on the same ops): SDPA's flash path keeps
 //!   q, k, v, the output and a logsumexp, never [t, t] scores; RMSNorm keeps an fp32 copy of its
 //!   input; LoRA keeps its input (or, with dropout, a dropped copy and the mask) and the [N, r]
 //!   product; SwiGLU keeps gate, silu(gate) and up;
 //! - with gradient checkpointing, each decoder layer's input plus one recomputed layer;
-//! - the language-model head per loss chunk; backward and optimizer temporaries;
+//! - the language-model head per loss chunk (`nn::head`); backward and optimizer temporaries;
 //! - the eval stage's KV cache, the runtime (libtorch on CPU, the CUDA context on a GPU) and, on a
 //!   GPU, the caching allocator's slack.
 //!
