@@ -270,7 +270,14 @@ impl T5Attention {
             scores = scores + bias;
         }
         if let Some(allowed) = allowed {
-            scores = scores.masked_fill(&allowed.logical_not(), f32::MIN as f64);
+            // The lowest finite value of the scores' dtype (torch.finfo(dtype).min, as
+            // transformers fills): f32::MIN does not fit bfloat16 or float16 and libtorch refuses it.
+            let lowest = match scores.kind() {
+                Kind::BFloat16 => -3.389_531_389_251_535_5e38,
+                Kind::Half => -65504.0,
+                _ => f32::MIN as f64,
+            };
+            scores = scores.masked_fill(&allowed.logical_not(), lowest);
         }
         let mut probs = scores.softmax(-1, Kind::Float).to_kind(q.kind());
         if train && dropout > 0.0 {
