@@ -10,6 +10,7 @@
 pub mod batches;
 pub mod bench;
 pub mod checkpoint;
+pub mod devcheck;
 pub mod optim;
 pub mod plot;
 pub mod schedule;
