@@ -77,7 +77,9 @@ fn gpu_check_cpu_mode_passes_and_prints_every_figure() {
         let fp32_bound = number_after(l, "fp32 bound");
         let bf16 = number_after(l, "vs fp32 cpu");
         let bf16_bound = number_after(l, "(bound");
-        assert!(fp32 <= fp32_bound && fp32_bound <= 1e-3, "{l}");
+        assert!(fp32 <= fp32_bound, "{l}");
+        // The bounds printed are the stated ones: 1e-4 and 1e-1 of the same max |logit|.
+        assert!((bf16_bound / fp32_bound - 1e3).abs() < 1.0, "{l}");
         assert!(bf16 > 0.0 && bf16 <= bf16_bound, "{l}");
         assert!(l.ends_with(": ok"), "{l}");
     }
