@@ -23,6 +23,8 @@
 #   OUT               where gpu-check.json and the logs go (default: a new temp folder)
 #   GPU_CHECK_STEPS (GPU 4, --cpu 2), GPU_CHECK_WARMUP (2 / 1): timed and untimed steps
 #   GPU_CHECK_BATCHES ("1 4" / "1 2"), GPU_CHECK_SEQ (2048 / 64), GPU_CHECK_HF (1; 0 skips it)
+#   GPU_CHECK_DEADLINE (480 / 600): seconds for the whole run; steps are cut short to fit it and
+#                     those left out are failures (steptune's steps run before transformers')
 #
 # On a machine with torch 2.11.0+cu130 installed by pip but no Rust, the script puts that torch's
 # lib folder and its nvidia/*/lib folders on LD_LIBRARY_PATH before starting the binary.
@@ -37,6 +39,7 @@ case "${1:-}" in
   *) echo "gpu-check: unknown argument '$1' (use --cpu or nothing)" >&2; exit 2 ;;
 esac
 
+t0=$SECONDS
 out=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")}
 mkdir -p "$out/logs"
 txt=$out/gpu-check.txt
@@ -62,13 +65,20 @@ if [[ $mode == gpu ]]; then
   device=cuda; steps=${GPU_CHECK_STEPS:-4}; warmup=${GPU_CHECK_WARMUP:-2}; batches=${GPU_CHECK_BATCHES:-"1 4"}
   seq=${GPU_CHECK_SEQ:-2048}; recipe=scripts/gpu-check/qwen3-8b-qlora.yaml
   nf4_args=(--bench-shape 12288x4096 --iters 200 --peak-gbps 4800); peak_tflops=989; threads=8
-  t_check=120; t_bench=240; t_hf=300
+  t_check=120; t_bench=240; t_hf=300; deadline=${GPU_CHECK_DEADLINE:-480}
 else
   device=cpu; steps=${GPU_CHECK_STEPS:-2}; warmup=${GPU_CHECK_WARMUP:-1}; batches=${GPU_CHECK_BATCHES:-"1 2"}
   seq=${GPU_CHECK_SEQ:-64}; recipe=scripts/gpu-check/tiny-qlora.yaml
   nf4_args=(--bench-shape 512x1024 --iters 3); peak_tflops=""; threads=2
-  t_check=120; t_bench=120; t_hf=180
+  t_check=120; t_bench=120; t_hf=180; deadline=${GPU_CHECK_DEADLINE:-600}
 fi
+# Seconds a step may take: its own limit, cut to what is left of the whole run's deadline; fails
+# (prints nothing) when under 15 s are left, so a short GPU session ends with the figures it has.
+budget() {
+  local left=$(( deadline - (SECONDS - t0) ))
+  (( left >= 15 )) || return 1
+  echo $(( $1 < left ? $1 : left ))
+}
 
 # ---- the binary and the torch libraries it runs against -------------------------------------------
 bin=${STEPTUNE_BIN:-}
@@ -133,13 +143,15 @@ write_json() {
 device_check() {
   local what=$1; shift
   local o=$out/logs/$what.json e=$out/logs/$what.err
-  timeout "$t_check" "$bin" device-check "$what" --device "$device" "$@" >"$o" 2>"$e"
-  local rc=$?
+  local limit rc
+  REPLY=null
+  limit=$(budget "$t_check") || { fail "$what: not run, out of time"; return; }
+  timeout "$limit" "$bin" device-check "$what" --device "$device" "$@" >"$o" 2>"$e"
+  rc=$?
   grep '^device-check' "$e" | sed 's/^device-check //' | tee -a "$txt"
   if [[ $rc != 0 ]]; then
-    fail "$what: exit $rc$([[ $rc == 124 ]] && echo " (timed out after ${t_check}s)")"; show_tail "$e"
+    fail "$what: exit $rc$([[ $rc == 124 ]] && echo " (timed out after ${limit}s)")"; show_tail "$e"
   fi
-  REPLY=null
   [[ -s $o ]] && REPLY=$(tail -n1 "$o")
 }
 
@@ -179,47 +191,55 @@ else
 fi
 say "hf: $hf_note"
 
+# Per batch size: its data file, and each side's JSON line and figures.
+declare -A st_json est_json hf_json tps peak mfu
 for b in $batches; do
-  rows=$(( (steps + warmup) * b ))
-  data=$out/data-b$b.jsonl
+  st_json[$b]=null; est_json[$b]=null; hf_json[$b]=null
   # Rows of $seq random token ids, every one labelled; the same file for both sides.
-  awk -v rows="$rows" -v len="$seq" -v vocab="$vocab" -v seed="$b" 'BEGIN {
+  awk -v rows="$(( (steps + warmup) * b ))" -v len="$seq" -v vocab="$vocab" -v seed="$b" 'BEGIN {
     srand(seed)
     for (r = 0; r < rows; r++) {
       s = ""
       for (i = 0; i < len; i++) s = s (i ? "," : "") int(rand() * vocab)
       printf "{\"input_ids\":[%s],\"labels\":[%s]}\n", s, s
     }
-  }' >"$data"
+  }' >"$out/data-b$b.jsonl"
+done
+bench_json() {
+  bench=()
+  for b in $batches; do bench+=("{\"batch\":$b,\"steptune\":${st_json[$b]},\"estimate\":${est_json[$b]},\"hf\":${hf_json[$b]}}"); done
+  write_json
+}
 
-  # steptune
+# steptune first for every batch size (what a short session must not miss), with the estimate.
+for b in $batches; do
   o=$out/logs/bench-b$b.json; e=$out/logs/bench-b$b.err
-  timeout "$t_bench" "$bin" bench-train "$recipe" --prepared "$data" --mode ordered --steps "$steps" --warmup-steps "$warmup" \
+  limit=$(budget "$t_bench") || { fail "bench batch $b: not run, out of time"; continue; }
+  timeout "$limit" "$bin" bench-train "$recipe" --prepared "$out/data-b$b.jsonl" --mode ordered --steps "$steps" --warmup-steps "$warmup" \
     --method qlora --gradient-checkpointing true --set training.per_device_train_batch_size="$b" --set training.device="$device" \
     ${peak_tflops:+--peak-tflops "$peak_tflops"} --json >"$o" 2>"$e"
   rc=$?
-  st=null
   if [[ $rc == 0 && -s $o ]]; then
-    st=$(tail -n1 "$o"); tail -n1 "$o" >"$o.last"; o=$o.last
-    tps=$(jnum "$o" tokens_per_second); peak=$(jnum "$o" peak_bytes); mfu=$(jnum "$o" mfu)
-    say "bench: batch $b seq $seq: steptune $(fmt '%.1f' "$tps") tokens/s, $(fmt '%.3f' "$(jnum "$o" seconds_per_step)") s/step, peak $peak bytes = $(calc '%.3f' 'x/1073741824' x="$peak") GiB ($(jnum "$o" peak_bytes_source | tr -d '"'))$(
-      [[ $mode == gpu ]] && echo ", peak reserved $(calc '%.3f' 'x/1073741824' x="$(jnum "$o" peak_reserved_bytes)") GiB"), $(fmt '%.4g' "$(jnum "$o" model_tflops_per_second)") model TFLOPS, MFU $([[ $mfu == null ]] && echo 'n/a (no peak for this device)' || calc '%.2f%%' 'x*100' x="$mfu")"
-    awk '$1 > 0 {ok=1} END {exit !ok}' <<<"$tps" || fail "bench batch $b: tokens/s is $tps"
-    awk '$1 > 0 {ok=1} END {exit !ok}' <<<"$peak" || fail "bench batch $b: peak is $peak"
+    st_json[$b]=$(tail -n1 "$o"); tail -n1 "$o" >"$o.last"; o=$o.last
+    tps[$b]=$(jnum "$o" tokens_per_second); peak[$b]=$(jnum "$o" peak_bytes); mfu[$b]=$(jnum "$o" mfu)
+    say "bench: batch $b seq $seq: steptune $(fmt '%.1f' "${tps[$b]}") tokens/s, $(fmt '%.3f' "$(jnum "$o" seconds_per_step)") s/step, peak ${peak[$b]} bytes = $(calc '%.3f' 'x/1073741824' x="${peak[$b]}") GiB ($(jnum "$o" peak_bytes_source | tr -d '"'))$(
+      [[ $mode == gpu ]] && echo ", peak reserved $(calc '%.3f' 'x/1073741824' x="$(jnum "$o" peak_reserved_bytes)") GiB, training peak $(calc '%.3f' 'x/1073741824' x="$(jnum "$o" peak_allocated_train_bytes)") GiB"), $(fmt '%.4g' "$(jnum "$o" model_tflops_per_second)") model TFLOPS, MFU $([[ ${mfu[$b]} == null ]] && echo 'n/a (no peak for this device)' || calc '%.2f%%' 'x*100' x="${mfu[$b]}")"
+    awk '$1 > 0 {ok=1} END {exit !ok}' <<<"${tps[$b]}" || fail "bench batch $b: tokens/s is ${tps[$b]}"
+    awk '$1 > 0 {ok=1} END {exit !ok}' <<<"${peak[$b]}" || fail "bench batch $b: peak is ${peak[$b]}"
   else
-    fail "bench batch $b: steptune bench-train exit $rc$([[ $rc == 124 ]] && echo " (timed out after ${t_bench}s)")"; show_tail "$e"
+    fail "bench batch $b: steptune bench-train exit $rc$([[ $rc == 124 ]] && echo " (timed out after ${limit}s)")"; show_tail "$e"
   fi
 
   # steptune estimate, against the measured peak
-  est=null
   if [[ $has_estimate == 0 ]]; then
     say "estimate: not available in this build"
   else
     eo=$out/logs/estimate-b$b.json
-    if "$bin" estimate "$recipe" --seq "$seq" --batch "$b" --json >"$eo" 2>"$out/logs/estimate-b$b.err" && total=$(jnum "$eo" total_bytes) && [[ -n $total ]]; then
-      est=$(tail -n1 "$eo")
-      if [[ $st != null ]]; then
-        say "estimate: batch $b: total_bytes $total vs measured peak $peak: ratio $(calc '%.3f' 'a/b' a="$total" b="$peak")"
+    if timeout 60 "$bin" estimate "$recipe" --seq "$seq" --batch "$b" --json >"$eo" 2>"$out/logs/estimate-b$b.err" \
+        && total=$(jnum "$eo" total_bytes) && [[ $total =~ ^[0-9.eE+-]+$ ]]; then
+      est_json[$b]=$(tail -n1 "$eo")
+      if [[ ${st_json[$b]} != null ]]; then
+        say "estimate: batch $b: total_bytes $total vs measured peak ${peak[$b]}: ratio $(calc '%.3f' 'a/b' a="$total" b="${peak[$b]}")"
       else
         say "estimate: batch $b: total_bytes $total (no measured peak)"
       fi
@@ -227,36 +247,41 @@ for b in $batches; do
       fail "estimate batch $b: steptune estimate failed or printed no total_bytes"; show_tail "$out/logs/estimate-b$b.err"
     fi
   fi
-
-  # transformers + peft (+ bitsandbytes)
-  hf=null
-  if [[ -n $hf_method ]]; then
-    ho=$out/logs/hf-b$b.json; he=$out/logs/hf-b$b.err
-    timeout "$t_hf" "$py" scripts/bench_hf.py train --random-recipe "$recipe" --device "$device" --prepared "$data" --method "$hf_method" \
-      --dtype bf16 --compute-dtype bf16 --lora-r 16 --lora-alpha 32 --lora-dropout 0.0 --batch-size "$b" --steps "$steps" \
-      --warmup-steps "$warmup" --threads "$threads" --lr 2e-4 --mode ordered --gradient-checkpointing >"$ho" 2>"$he"
-    rc=$?
-    if [[ $rc == 0 && -s $ho ]]; then
-      hf=$(tail -n1 "$ho"); tail -n1 "$ho" >"$ho.last"; ho=$ho.last
-      htps=$(jnum "$ho" tokens_per_second)
-      # GPU: the allocator's training peaks of both sides (the HF load peak is its 16-bit model,
-      # built before quantizing); CPU: the anonymous-memory peaks.
-      if [[ $mode == gpu ]]; then hpeak=$(jnum "$ho" peak_allocated_train_bytes); stpeak=$(jnum "$o" peak_allocated_train_bytes); else stpeak=$peak; hpeak=$(calc '%.0f' '(a>b?a:b)*1048576' a="$(jnum "$ho" peak_anon_load_mib)" b="$(jnum "$ho" peak_anon_train_mib)"); fi
-      line="hf: batch $b: $hf_method $(fmt '%.1f' "$htps") tokens/s, $([[ $mode == gpu ]] && echo 'training ')peak $hpeak bytes = $(calc '%.3f' 'x/1073741824' x="$hpeak") GiB"
-      if [[ $st != null ]]; then
-        line="$line; steptune/hf: tokens/s $(calc '%.3f' 'a/b' a="$tps" b="$htps"), $([[ $mode == gpu ]] && echo 'training ')peak $(calc '%.3f' 'a/b' a="$stpeak" b="$hpeak")"
-        [[ $mfu != null ]] && line="$line; hf MFU $(calc '%.2f%%' 'm*b/a*100' m="$mfu" a="$tps" b="$htps") (same model FLOPs per token)"
-      fi
-      say "$line"
-    else
-      fail "hf batch $b: bench_hf.py exit $rc$([[ $rc == 124 ]] && echo " (timed out after ${t_hf}s)")"; show_tail "$he" 12
-    fi
-  fi
-  bench+=("{\"batch\":$b,\"steptune\":$st,\"estimate\":$est,\"hf\":$hf}")
-  write_json
+  bench_json
 done
 
-write_json
+# transformers + peft (+ bitsandbytes) on the same rows
+for b in $batches; do
+  [[ -n $hf_method ]] || break
+  ho=$out/logs/hf-b$b.json; he=$out/logs/hf-b$b.err
+  limit=$(budget "$t_hf") || { fail "hf batch $b: not run, out of time"; continue; }
+  timeout "$limit" "$py" scripts/bench_hf.py train --random-recipe "$recipe" --device "$device" --prepared "$out/data-b$b.jsonl" \
+    --method "$hf_method" --dtype bf16 --compute-dtype bf16 --lora-r 16 --lora-alpha 32 --lora-dropout 0.0 --batch-size "$b" \
+    --steps "$steps" --warmup-steps "$warmup" --threads "$threads" --lr 2e-4 --mode ordered --gradient-checkpointing >"$ho" 2>"$he"
+  rc=$?
+  if [[ $rc == 0 && -s $ho ]]; then
+    hf_json[$b]=$(tail -n1 "$ho"); tail -n1 "$ho" >"$ho.last"; ho=$ho.last
+    htps=$(jnum "$ho" tokens_per_second)
+    # GPU: the allocators' training peaks of both sides (the HF load peak is its 16-bit model,
+    # built before quantizing); CPU: the anonymous-memory peaks (HF's include the imports).
+    if [[ $mode == gpu ]]; then
+      hpeak=$(jnum "$ho" peak_allocated_train_bytes); stpeak=$(jnum "$out/logs/bench-b$b.json.last" peak_allocated_train_bytes); what="training peak"
+    else
+      hpeak=$(calc '%.0f' '(a>b?a:b)*1048576' a="$(jnum "$ho" peak_anon_load_mib)" b="$(jnum "$ho" peak_anon_train_mib)"); stpeak=${peak[$b]:-}; what="peak"
+    fi
+    line="hf: batch $b: $hf_method $(fmt '%.1f' "$htps") tokens/s, $what $hpeak bytes = $(calc '%.3f' 'x/1073741824' x="$hpeak") GiB"
+    if [[ ${st_json[$b]} != null ]]; then
+      line="$line; steptune/hf: tokens/s $(calc '%.3f' 'a/b' a="${tps[$b]}" b="$htps"), $what $(calc '%.3f' 'a/b' a="$stpeak" b="$hpeak")"
+      [[ ${mfu[$b]} != null ]] && line="$line; hf MFU $(calc '%.2f%%' 'm*b/a*100' m="${mfu[$b]}" a="${tps[$b]}" b="$htps") (same model FLOPs per token)"
+    fi
+    say "$line"
+  else
+    fail "hf batch $b: bench_hf.py exit $rc$([[ $rc == 124 ]] && echo " (timed out after ${limit}s)")"; show_tail "$he" 12
+  fi
+  bench_json
+done
+
+bench_json
 if [[ ${#failures[@]} == 0 ]]; then
   say "gpu-check: all checks passed; figures in $json"
   exit 0

@@ -262,6 +262,7 @@ pub fn run(recipe: &LoadedRecipe, prepared: &std::path::Path, opts: &BenchOption
     let mut opt = AdamW::new(params, t.adam_beta1, t.adam_beta2, t.adam_epsilon, t.weight_decay);
     let rss_before_train = rss_mib();
     // Training peaks start from what the model, adapters and optimizer hold now.
+    let cuda_before_train = cuda.map(crate::ffi::cuda_memory_stats).transpose()?;
     if let Some(i) = cuda {
         crate::ffi::cuda_reset_peak_stats(i)?;
     }
@@ -362,7 +363,8 @@ pub fn run(recipe: &LoadedRecipe, prepared: &std::path::Path, opts: &BenchOption
             "allocated_after_load_bytes": l.allocated,
             "peak_allocated_load_bytes": l.peak_allocated,
             "peak_reserved_load_bytes": l.peak_reserved,
-            "allocated_before_train_bytes": t.allocated,
+            "allocated_before_train_bytes": cuda_before_train.map(|c| c.allocated),
+            "allocated_after_train_bytes": t.allocated,
             "peak_allocated_train_bytes": t.peak_allocated,
             "peak_reserved_train_bytes": t.peak_reserved,
             "peak_allocated_bytes": l.peak_allocated.max(t.peak_allocated),
