@@ -23,6 +23,7 @@
 #   OUT               where gpu-check.json and the logs go (default: a new temp folder)
 #   GPU_CHECK_STEPS (GPU 4, --cpu 2), GPU_CHECK_WARMUP (2 / 1): timed and untimed steps
 #   GPU_CHECK_BATCHES ("1 4" / "1 2"), GPU_CHECK_SEQ (2048 / 64), GPU_CHECK_HF (1; 0 skips it)
+#   GPU_CHECK_HF_BATCHES (all / --cpu: the first) the batch sizes transformers runs
 #   GPU_CHECK_DEADLINE (480 / 600): seconds for the whole run; steps are cut short to fit it and
 #                     those left out are failures (steptune's steps run before transformers')
 #
@@ -250,8 +251,10 @@ for b in $batches; do
   bench_json
 done
 
-# transformers + peft (+ bitsandbytes) on the same rows
-for b in $batches; do
+# transformers + peft (+ bitsandbytes) on the same rows; --cpu: the first batch size only (each
+# run imports torch, transformers, peft and bitsandbytes: 10-20 s on 2 cores).
+hf_batches=${GPU_CHECK_HF_BATCHES:-$([[ $mode == cpu ]] && echo "${batches%% *}" || echo "$batches")}
+for b in $hf_batches; do
   [[ -n $hf_method ]] || break
   ho=$out/logs/hf-b$b.json; he=$out/logs/hf-b$b.err
   limit=$(budget "$t_hf") || { fail "hf batch $b: not run, out of time"; continue; }
