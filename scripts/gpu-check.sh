@@ -119,7 +119,7 @@ fi
 versions=$(cat "$out/logs/version.json")
 gpu_info=null
 if [[ $mode == gpu ]]; then
-  [[ $(jnum "$out/logs/version.json" libtorch_cuda) == true ]] || fail "binary: $bin runs against a libtorch without CUDA (see README: build with ./libtorch-setup.sh cuda and --features cuda)"
+  [[ $(jnum "$out/logs/version.json" libtorch_cuda) == true ]] || fail "binary: $bin sees no CUDA: a libtorch without CUDA (see README: ./libtorch-setup.sh cuda, --features cuda), or no GPU or driver (nvidia-smi)"
   [[ $(jnum "$out/logs/version.json" cuda_kernels) == true ]] || fail "binary: $bin was built without --features cuda (no NF4 CUDA kernel)"
   if command -v nvidia-smi >/dev/null 2>&1; then
     gpu_info=$(jstr "$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -n1)")
