@@ -75,6 +75,8 @@ fn main() {
     if cuda {
         // csrc/dist.cpp's NCCL backend: ProcessGroupNCCL lives in libtorch_cuda.so, linked above.
         build.define("USE_C10D_NCCL", None).define("STEPTUNE_NCCL", None);
+        // csrc/cuda_memory.cpp: the caching allocator's statistics (c10::cuda headers).
+        build.define("STEPTUNE_CUDA", None);
         build.flag(format!("-isystem{}", nccl_include().display()));
     }
     build.compile("steptune_csrc");

@@ -6,6 +6,7 @@
     python scripts/bench_hf.py make-t5 --config CONFIG.json --tokenizer TOKDIR --out DIR
     python scripts/bench_hf.py make-data --out FILE --rows N --length T --vocab V [--seed 0]
     python scripts/bench_hf.py train --model-dir DIR --prepared FILE --method qlora|lora|full ...
+    python scripts/bench_hf.py train --random-recipe RECIPE.yaml --device cuda --prepared FILE ...
     python scripts/bench_hf.py table --kind qlora|t5 FILE.json ...
 
 make-qwen3 / make-t5: a random checkpoint (torch.manual_seed(seed), transformers' own init),
@@ -25,6 +26,15 @@ train: one training run on a prepared jsonl, printed as one JSON line (logs on s
     peft's get_peft_model(LoraConfig(r, alpha, dropout, targets)). full: every parameter trains.
     The model stays in train() mode from load to the end (bitsandbytes' CPU Linear4bit repacks
     its weight into an inference layout on the first no-grad forward in eval mode).
+  * --random-recipe (scripts/gpu-check.sh): no checkpoint; the decoder is built from the recipe's
+    model.config with transformers' own init directly on --device in --dtype (from_config under
+    `with torch.device(...)`), and for qlora each targeted projection is then replaced by a
+    bitsandbytes Linear4bit (nf4, double quant, --compute-dtype) quantized from that weight, one
+    at a time. The load peak is therefore the 16-bit model, unlike from_pretrained's; the
+    training peaks below are taken after loading and are comparable.
+  * --device cuda: batches on the GPU, every timer stops after torch.cuda.synchronize(), and the
+    JSON adds torch.cuda.max_memory_allocated / max_memory_reserved over loading and over the
+    timed steps (peaks reset after the optimizer exists), as steptune's bench-train reports them.
   * --gradient-checkpointing: model.gradient_checkpointing_enable(use_reentrant False).
   * torch.optim.AdamW(trainable, lr, weight_decay 0), constant lr; warmup steps untimed, then
     --steps timed ones, each timed around forward + backward + step + zero_grad.
@@ -156,9 +166,59 @@ def weight_bytes(model, targets):
     return qb, qn, pb, pn
 
 
+def random_decoder(args, dtype, compute, device):
+    """The recipe's model.config built on `device` in `dtype` with transformers' init; for qlora
+    every targeted projection of the decoder layers becomes a bitsandbytes Linear4bit (nf4,
+    double quant, `compute`) quantized from that weight, layer by layer."""
+    import torch
+    import yaml
+    from transformers import AutoConfig, AutoModelForCausalLM
+    c = dict(yaml.safe_load(open(args.random_recipe))["model"]["config"])
+    config = AutoConfig.for_model(c.pop("model_type"), **c)
+    config.use_cache = False
+    torch.manual_seed(0)
+    # The default dtype, not a from_config keyword (`dtype` in transformers 5, `torch_dtype` in 4):
+    # the weights are made in `dtype` on `device`, never as a float32 copy.
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(config)
+    finally:
+        torch.set_default_dtype(old)
+    model.to(dtype)
+    if args.method == "qlora":
+        import bitsandbytes as bnb
+        targets = {t for t in args.targets.split(",") if t}
+        for layer in model.model.layers:
+            for parent in (layer.self_attn, layer.mlp):
+                for name, m in list(parent.named_children()):
+                    if name not in targets or not isinstance(m, torch.nn.Linear):
+                        continue
+                    q = bnb.nn.Linear4bit(m.in_features, m.out_features, bias=m.bias is not None,
+                                          compute_dtype=compute, compress_statistics=True, quant_type="nf4",
+                                          device="meta")
+                    q.weight = bnb.nn.Params4bit(m.weight.data, requires_grad=False, compress_statistics=True,
+                                                 quant_type="nf4").to(device)
+                    if m.bias is not None:
+                        q.bias = torch.nn.Parameter(m.bias.data, requires_grad=False)
+                    setattr(parent, name, q)
+                    del m
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return model
+
+
 def train(args):
     import torch
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize(device)
+
     import transformers
     from transformers import AutoConfig
     dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
@@ -177,8 +237,16 @@ def train(args):
                 rows.append((r["input_ids"], r["labels"]))
     if not rows:
         sys.exit(f"{args.prepared}: no rows")
-    config = AutoConfig.from_pretrained(args.model_dir)
-    seq2seq = config.model_type == "t5"
+    if (args.model_dir is None) == (args.random_recipe is None):
+        sys.exit("bench_hf.py train: give exactly one of --model-dir and --random-recipe")
+    if args.random_recipe:
+        import yaml
+        seq2seq = yaml.safe_load(open(args.random_recipe))["model"]["config"]["model_type"] == "t5"
+        if seq2seq:
+            sys.exit("bench_hf.py train: --random-recipe builds decoders only")
+    else:
+        config = AutoConfig.from_pretrained(args.model_dir)
+        seq2seq = config.model_type == "t5"
     B = args.batch_size
     total = args.warmup_steps + args.steps
     longest = max(len(x) for x, _ in rows)
@@ -208,11 +276,13 @@ def train(args):
                 sys.exit(f"{args.prepared}: a row's input_ids and labels differ in length")
             labels, _ = pad(ys, tx, -100)
             real, padded = int(mask.sum()), ids.numel()
-        batches.append((ids, mask, labels, real, padded))
+        batches.append((ids.to(device), mask.to(device), labels.to(device), real, padded))
 
     # ---- model --------------------------------------------------------------------------
     rss_before_load = status_mib("VmRSS:")
     anon = AnonPeak()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     kw = dict(dtype=dtype)
     if args.method == "qlora":
@@ -220,14 +290,21 @@ def train(args):
         kw["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute)
-        kw["device_map"] = "cpu"
+        kw["device_map"] = args.device
+    elif cuda:
+        kw["device_map"] = args.device
     if seq2seq:
         from transformers import T5ForConditionalGeneration as Cls
     else:
         from transformers import AutoModelForCausalLM as Cls
-    model = Cls.from_pretrained(args.model_dir, **kw)
+    if args.random_recipe:
+        model = random_decoder(args, dtype, compute, device)
+    else:
+        model = Cls.from_pretrained(args.model_dir, **kw)
     model.train()  # before any forward: see the docstring
+    sync()
     load_seconds = time.perf_counter() - t0
+    cuda_load = (torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_reserved(device)) if cuda else None
     rss_after_load, peak_rss_load, peak_anon_load = status_mib("VmRSS:"), status_mib("VmHWM:"), anon.take_mib()
     targets = [t for t in args.targets.split(",") if t]
     qb, qn, pb, pn = weight_bytes(model, targets)
@@ -254,6 +331,8 @@ def train(args):
     n_trainable = sum(p.numel() for p in params)
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     rss_before_train = status_mib("VmRSS:")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     log(f"{args.method}, {'seq2seq' if seq2seq else 'causal'}, dtype {args.dtype}, compute {args.compute_dtype or args.dtype}, "
         f"checkpointing {args.gradient_checkpointing}, {n_trainable:,} trainable, {len(rows)} rows, "
         f"attn {getattr(model.config, '_attn_implementation', '?')}, {torch.get_num_threads()} threads, "
@@ -270,6 +349,7 @@ def train(args):
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+        sync()
         dt = time.perf_counter() - t0
         loss_value = out.loss.item()
         if step >= args.warmup_steps:
@@ -279,7 +359,16 @@ def train(args):
             padded_tokens += padded
         log(f"step {step + 1}/{total}: loss {loss_value:.4f}, {dt:.3f}s" + ("" if step >= args.warmup_steps else " (warmup)"))
 
+    cuda_memory = None
+    if cuda:
+        ta, tr = torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_reserved(device)
+        cuda_memory = {"peak_allocated_load_bytes": cuda_load[0], "peak_reserved_load_bytes": cuda_load[1],
+                       "peak_allocated_train_bytes": ta, "peak_reserved_train_bytes": tr,
+                       "peak_allocated_bytes": max(cuda_load[0], ta), "peak_reserved_bytes": max(cuda_load[1], tr)}
     print(json.dumps({
+        "device": str(device),
+        "batch_size": B,
+        "cuda_memory": cuda_memory,
         "impl": "transformers+peft" + ("+bitsandbytes" if args.method == "qlora" else "") if args.method != "full" else "transformers",
         "mode": args.mode,
         "method": args.method,
@@ -312,7 +401,9 @@ def train(args):
         "other_weight_params": other_params,
         "params_trainable": n_trainable,
         "final_loss": round(loss_value, 6),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "peft": sys.modules["peft"].__version__ if "peft" in sys.modules else None,
+                     "bitsandbytes": sys.modules["bitsandbytes"].__version__ if "bitsandbytes" in sys.modules else None},
     }), flush=True)
 
 
@@ -427,7 +518,9 @@ def main():
     p.add_argument("--low", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("train")
-    p.add_argument("--model-dir", required=True)
+    p.add_argument("--model-dir")
+    p.add_argument("--random-recipe", help="build the recipe's model.config with random weights instead of loading --model-dir")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--prepared", required=True)
     p.add_argument("--method", choices=["qlora", "lora", "full"], required=True)
     p.add_argument("--dtype", choices=["bf16", "fp32", "fp16"], default="bf16")

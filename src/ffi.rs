@@ -59,6 +59,13 @@ extern "C" {
     ) -> c_int;
 }
 
+// csrc/cuda_memory.cpp: the CUDA caching allocator's statistics; in a build without CUDA they
+// return an error.
+extern "C" {
+    fn steptune_cuda_memory_stats(device: c_int, out: *mut i64) -> c_int;
+    fn steptune_cuda_reset_peak_stats(device: c_int) -> c_int;
+}
+
 // The raw CUDA kernel of csrc/nf4_dequant.cu; present only when build.rs compiled it
 // (`--features cuda` against the CUDA libtorch).
 #[cfg(steptune_cuda_kernels)]
@@ -227,4 +234,30 @@ pub fn nf4_dequantize_cuda(packed: &Tensor, absmax: &Tensor, n: i64, blocksize: 
     let mut out: *mut C_tensor = std::ptr::null_mut();
     check(unsafe { steptune_nf4_dequantize_cuda_raw(ptr(packed), ptr(absmax), n, bs, bf16 as c_int, &mut out) }, "nf4_dequantize_cuda")?;
     Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// What PyTorch's CUDA caching allocator holds on one device, in bytes, over all its pools:
+/// `torch.cuda.memory_allocated`, `max_memory_allocated`, `memory_reserved`, `max_memory_reserved`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CudaMemoryStats {
+    pub allocated: i64,
+    pub peak_allocated: i64,
+    pub reserved: i64,
+    pub peak_reserved: i64,
+}
+
+/// The allocator's statistics of CUDA device `device`; an error in a build without CUDA or for a
+/// device that does not exist.
+pub fn cuda_memory_stats(device: usize) -> Result<CudaMemoryStats> {
+    let mut out = [0i64; 4];
+    let dev = c_int::try_from(device)?;
+    // SAFETY: `out` has the four slots the C++ side writes.
+    check(unsafe { steptune_cuda_memory_stats(dev, out.as_mut_ptr()) }, "cuda_memory_stats")?;
+    Ok(CudaMemoryStats { allocated: out[0], peak_allocated: out[1], reserved: out[2], peak_reserved: out[3] })
+}
+
+/// Starts the peaks of `cuda_memory_stats` afresh from the current values
+/// (`torch.cuda.reset_peak_memory_stats`).
+pub fn cuda_reset_peak_stats(device: usize) -> Result<()> {
+    check(unsafe { steptune_cuda_reset_peak_stats(c_int::try_from(device)?) }, "cuda_reset_peak_stats")
 }

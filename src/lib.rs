@@ -8,6 +8,9 @@
 //! (weights I/O, the projection layer with its LoRA branch, NF4), `model` (tokenizer, chat
 //! template, the networks, generation), `data`, `adapt` (PEFT files, merge, quantize), `train`,
 //! `eval`, `jobs`.
+// bench-train's one-line JSON result is a large `json!` literal.
+#![recursion_limit = "256"]
+
 pub mod adapt;
 pub mod data;
 pub mod dist;

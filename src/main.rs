@@ -52,6 +52,33 @@ enum HumanEval {
     },
 }
 
+/// The checks scripts/gpu-check.sh runs on a device (`--device cpu` runs them on the CPU).
+#[derive(Subcommand)]
+enum DeviceCheck {
+    /// NF4 dequantization: device vs CPU bit for bit, CPU vs bitsandbytes, and its bandwidth.
+    Nf4 {
+        #[arg(long, default_value = "cuda")]
+        device: String,
+        #[arg(long, default_value = "tests/fixtures/nf4")]
+        fixtures: PathBuf,
+        /// The bandwidth weight, OUTxIN.
+        #[arg(long, default_value = "12288x4096")]
+        bench_shape: String,
+        #[arg(long, default_value_t = 200)]
+        iters: usize,
+        /// The device's memory bandwidth in GB/s (H200: 4800).
+        #[arg(long)]
+        peak_gbps: Option<f64>,
+    },
+    /// Tiny Qwen3 and T5 logits: fp32 on the device vs the CPU and transformers, and bf16.
+    Logits {
+        #[arg(long, default_value = "cuda")]
+        device: String,
+        #[arg(long, default_value = "tests/fixtures/models")]
+        fixtures: PathBuf,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// The main job: every stage of the recipe in order.
@@ -221,6 +248,9 @@ enum Command {
         /// Override training.gradient_checkpointing: true or false.
         #[arg(long)]
         gradient_checkpointing: Option<bool>,
+        /// The device's dense peak TFLOPS in the training precision (H200 bf16: 989), for MFU.
+        #[arg(long)]
+        peak_tflops: Option<f64>,
         #[arg(long)]
         json: bool,
     },
@@ -282,6 +312,9 @@ enum Command {
     },
     /// Print the versions steptune was built with and runs against.
     Version,
+    /// Device checks for scripts/gpu-check.sh, one JSON line each; exits 1 when a check fails.
+    #[command(hide = true, subcommand)]
+    DeviceCheck(DeviceCheck),
 }
 
 /// Plans every point (checking each as a recipe), then runs the unfinished ones, or under a
@@ -316,6 +349,25 @@ fn compare_cmd(runs: &[PathBuf], out: Option<PathBuf>) -> Result<()> {
     let png = written.iter().find(|p| p.extension().is_some_and(|e| e == "png")).map(|p| p.display().to_string());
     print!("{}", jobs::compare::markdown(&summaries, png.as_deref()));
     eprintln!("compare: wrote {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    Ok(())
+}
+
+/// Prints the check's JSON line, then fails when the check did.
+fn device_check(c: DeviceCheck) -> Result<()> {
+    use train::devcheck;
+    let (what, v) = match c {
+        DeviceCheck::Nf4 { device, fixtures, bench_shape, iters, peak_gbps } => {
+            let shape = bench_shape.split_once('x').and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+            let Some(bench_shape) = shape else { anyhow::bail!("--bench-shape must be OUTxIN, e.g. 12288x4096, not {bench_shape}") };
+            let o = devcheck::Nf4Options { device: devcheck::device(&device)?, fixtures, bench_shape, iters, peak_gbps };
+            ("nf4", devcheck::nf4_check(&o)?)
+        }
+        DeviceCheck::Logits { device, fixtures } => ("logits", devcheck::logits_check(&fixtures, devcheck::device(&device)?)?),
+    };
+    println!("{v}");
+    if v["ok"] != serde_json::json!(true) {
+        anyhow::bail!("device-check {what}: a check failed (see above)");
+    }
     Ok(())
 }
 
@@ -474,7 +526,7 @@ fn main() {
             eprintln!("human-eval: wrote {} and added it to report.md", p.display());
             Ok(())
         }),
-        (Some(Command::BenchTrain { recipe, set, prepared, mode, steps, warmup_steps, method, gradient_checkpointing, json: _ }), _) => jobs::load(Some(&recipe), &set)
+        (Some(Command::BenchTrain { recipe, set, prepared, mode, steps, warmup_steps, method, gradient_checkpointing, peak_tflops, json: _ }), _) => jobs::load(Some(&recipe), &set)
             .and_then(|r| {
                 let method = match method.as_deref() {
                     None => None,
@@ -483,7 +535,7 @@ fn main() {
                     Some("qlora") => Some(steptune::recipe::Method::Qlora),
                     Some(other) => anyhow::bail!("--method must be full, lora or qlora, not {other}"),
                 };
-                let opts = train::bench::BenchOptions { mode, steps, warmup: warmup_steps, method, gradient_checkpointing };
+                let opts = train::bench::BenchOptions { mode, steps, warmup: warmup_steps, method, gradient_checkpointing, peak_tflops };
                 train::bench::run(&r, &prepared, &opts)
             })
             .map(|v| println!("{v}")),
@@ -495,6 +547,7 @@ fn main() {
                 jobs::slurm::script(recipe.as_deref(), &set, &grid, &o).map(|s| print!("{s}"))
             })
         }
+        (Some(Command::DeviceCheck(c)), _) => device_check(c),
         (Some(Command::Version), _) => {
             println!("{}", serde_json::to_string_pretty(&steptune::run::versions()).unwrap_or_default());
             Ok(())

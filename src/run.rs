@@ -65,6 +65,8 @@ pub fn versions() -> serde_json::Value {
         "git_commit": env!("STEPTUNE_GIT_COMMIT"),
         "libtorch": crate::ffi::torch_version(),
         "libtorch_cuda": crate::ffi::torch_has_cuda(),
+        // Whether the NF4 CUDA kernel is compiled in (`--features cuda`).
+        "cuda_kernels": cfg!(steptune_cuda_kernels),
         "tch": "0.24",
         "tokenizers": "0.22",
     })

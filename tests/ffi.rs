@@ -42,6 +42,34 @@ fn cpu_rng_state_round_trips() {
     assert!(ffi::set_cpu_rng_state(&Tensor::zeros([3], (Kind::Uint8, Device::Cpu))).is_err());
 }
 
+/// A CPU build has the symbols but says it has no CUDA, rather than failing to link or returning zeros.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_memory_stats_say_cuda_is_missing_in_a_cpu_build() {
+    let err = ffi::cuda_memory_stats(0).unwrap_err().to_string();
+    assert!(err.contains("cuda_memory_stats") && err.contains("without CUDA"), "{err}");
+    let err = ffi::cuda_reset_peak_stats(0).unwrap_err().to_string();
+    assert!(err.contains("without CUDA"), "{err}");
+}
+
+/// With CUDA: a 64 MiB tensor raises the peak by at least its size, and a reset brings the peak
+/// back to what is still allocated.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_memory_stats_follow_an_allocation() {
+    assert!(tch::Cuda::is_available(), "this --features cuda build needs a visible GPU for its CUDA tests");
+    let before = ffi::cuda_memory_stats(0).unwrap();
+    let t = Tensor::zeros([16 << 20], (Kind::Float, Device::Cuda(0)));
+    let during = ffi::cuda_memory_stats(0).unwrap();
+    assert!(during.allocated >= before.allocated + (64 << 20), "{before:?} → {during:?}");
+    assert!(during.peak_allocated >= during.allocated && during.peak_reserved >= during.reserved);
+    drop(t);
+    ffi::cuda_reset_peak_stats(0).unwrap();
+    let after = ffi::cuda_memory_stats(0).unwrap();
+    assert!(after.peak_allocated < during.peak_allocated, "{during:?} → {after:?}");
+    assert!(ffi::cuda_memory_stats(1 << 20).is_err());
+}
+
 /// Without a GPU this only proves the CUDA wrapper is linked and checks its inputs; the kernel's
 /// values are compared with the CPU path where a GPU is present (tests/qlora.rs).
 #[cfg(feature = "cuda")]

@@ -370,12 +370,26 @@ impl Qwen3 {
     /// transformers' initialisation: N(0, initializer_range) for projections and embeddings,
     /// ones for norms, zeros for biases. Returns checkpoint-named tensors.
     pub fn random_weights(cfg: &DecoderConfig, kind: Kind, device: Device) -> Weights {
+        let mut w = Weights::new();
+        Self::visit_random_weights(cfg, kind, device, &mut |name, t| {
+            w.insert(name, t);
+            Ok(())
+        })
+        .expect("collecting tensors cannot fail");
+        w
+    }
+
+    /// `random_weights` one tensor at a time, in checkpoint order (the same draws from the same
+    /// seed), handing each to `f` as soon as it exists: a caller can quantize the projections as
+    /// they are made, so the 16-bit model never exists whole (QLoRA on the GPU with random
+    /// weights). Each tensor is drawn in float32 on `device` and converted to `kind` there: the
+    /// largest transient is one float32 tensor (the embedding), never a CPU copy of the model.
+    pub fn visit_random_weights(cfg: &DecoderConfig, kind: Kind, device: Device, f: &mut dyn FnMut(String, Tensor) -> Result<()>) -> Result<()> {
         let std = cfg.initializer_range;
         let normal = |shape: &[i64]| (Tensor::randn(shape, (Kind::Float, device)) * std).to_kind(kind);
-        let mut w = Weights::new();
         let (h, d) = (cfg.hidden_size, cfg.head_dim);
         let (nh, nkv, ff) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.intermediate_size);
-        w.insert("model.embed_tokens.weight".into(), normal(&[cfg.vocab_size, h]));
+        f("model.embed_tokens.weight".into(), normal(&[cfg.vocab_size, h]))?;
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
             for (name, out, inp, bias) in [
@@ -387,24 +401,24 @@ impl Qwen3 {
                 ("mlp.up_proj", ff, h, false),
                 ("mlp.down_proj", h, ff, false),
             ] {
-                w.insert(format!("{p}.{name}.weight"), normal(&[out, inp]));
+                f(format!("{p}.{name}.weight"), normal(&[out, inp]))?;
                 if bias {
-                    w.insert(format!("{p}.{name}.bias"), Tensor::zeros([out], (kind, device)));
+                    f(format!("{p}.{name}.bias"), Tensor::zeros([out], (kind, device)))?;
                 }
             }
             for name in ["input_layernorm", "post_attention_layernorm"] {
-                w.insert(format!("{p}.{name}.weight"), Tensor::ones([h], (kind, device)));
+                f(format!("{p}.{name}.weight"), Tensor::ones([h], (kind, device)))?;
             }
             if cfg.qk_norm {
-                w.insert(format!("{p}.self_attn.q_norm.weight"), Tensor::ones([d], (kind, device)));
-                w.insert(format!("{p}.self_attn.k_norm.weight"), Tensor::ones([d], (kind, device)));
+                f(format!("{p}.self_attn.q_norm.weight"), Tensor::ones([d], (kind, device)))?;
+                f(format!("{p}.self_attn.k_norm.weight"), Tensor::ones([d], (kind, device)))?;
             }
         }
-        w.insert("model.norm.weight".into(), Tensor::ones([h], (kind, device)));
+        f("model.norm.weight".into(), Tensor::ones([h], (kind, device)))?;
         if !cfg.tie_word_embeddings {
-            w.insert("lm_head.weight".into(), normal(&[cfg.vocab_size, h]));
+            f("lm_head.weight".into(), normal(&[cfg.vocab_size, h]))?;
         }
-        w
+        Ok(())
     }
 
     /// Every base tensor under its checkpoint name (the tied head only once, as transformers saves);

@@ -108,11 +108,14 @@ pub struct BenchOptions {
     pub warmup: usize,
     pub method: Option<Method>,
     pub gradient_checkpointing: Option<bool>,
+    /// The device's dense peak in TFLOPS for the model-FLOPs utilisation (989 for an H200 in
+    /// bf16); without it `mfu` is null and only the achieved model TFLOPS are reported.
+    pub peak_tflops: Option<f64>,
 }
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        BenchOptions { mode: "realistic".into(), steps: 20, warmup: 3, method: None, gradient_checkpointing: None }
+        BenchOptions { mode: "realistic".into(), steps: 20, warmup: 3, method: None, gradient_checkpointing: None, peak_tflops: None }
     }
 }
 
@@ -158,23 +161,23 @@ fn load_net(recipe: &LoadedRecipe, method: Method, kind: Kind, device: Device) -
     }
     let model_kind = files.kind();
     let config = files.config.context("bench-train needs model.config (source: random) or a model folder")?;
+    // Drawn on `device` in `kind` (one float32 tensor at a time); QLoRA quantizes each projection
+    // as it is drawn, so an 8B model never exists in 16 bits.
     tch::manual_seed(r.seed as i64);
-    if let Some(spec) = quant {
-        // QLoRA from `random`: the random 16-bit base is written to a temporary folder and
-        // quantized as it is read back, as `train::base_model` does with a random base.
-        if model_kind == source::ModelKind::Seq2Seq {
-            bail!("QLoRA is implemented for decoder-only models; benchmark T5 with method full or lora");
-        }
-        let dir = std::env::temp_dir().join(format!("steptune-bench-base-{}", std::process::id()));
-        models::random_decoder(&config, files.architecture, kind, device)?.save(&dir, None)?;
-        let loaded = models::load_decoder_4bit(&dir, spec, kind, device);
-        let _ = std::fs::remove_dir_all(&dir);
-        return Ok(Net::Decoder(loaded?));
-    }
-    Ok(match model_kind {
-        source::ModelKind::Seq2Seq => Net::T5(models::random_t5(&config, kind, device)?),
-        source::ModelKind::Causal => Net::Decoder(models::random_decoder(&config, files.architecture, kind, device)?),
+    Ok(match (model_kind, quant) {
+        (source::ModelKind::Seq2Seq, Some(_)) => bail!("QLoRA is implemented for decoder-only models; benchmark T5 with method full or lora"),
+        (source::ModelKind::Seq2Seq, None) => Net::T5(models::random_t5(&config, kind, device)?),
+        (source::ModelKind::Causal, Some(spec)) => Net::Decoder(models::random_decoder_4bit(&config, files.architecture, spec, kind, device)?),
+        (source::ModelKind::Causal, None) => Net::Decoder(models::random_decoder(&config, files.architecture, kind, device)?),
     })
+}
+
+/// "cpu" or "cuda:N", as recipes name devices.
+fn device_name(d: Device) -> String {
+    match d {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".into(),
+    }
 }
 
 fn tensor_bytes(t: &Tensor) -> i64 {
@@ -199,14 +202,30 @@ pub fn run(recipe: &LoadedRecipe, prepared: &std::path::Path, opts: &BenchOption
     if rows.is_empty() {
         bail!("{}: no rows", prepared.display());
     }
+    // On a GPU the caching allocator's peaks are the memory figures (torch.cuda.max_memory_*),
+    // and every timer stops after a synchronize, since kernels run asynchronously.
+    let cuda = match device {
+        Device::Cuda(i) => Some(i),
+        _ => None,
+    };
+    let sync = || {
+        if let Some(i) = cuda {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    if let Some(i) = cuda {
+        crate::ffi::cuda_reset_peak_stats(i)?;
+    }
 
     // The model, with memory before and after loading (VmHWM after loading is the load's peak).
     let rss_before_load = rss_mib();
     let anon = AnonPeak::start();
     let load_start = Instant::now();
     let mut net = load_net(recipe, method, kind, device)?;
+    sync();
     net.model_mut().set_loss_chunk(recipe.recipe.training.loss_chunk_tokens);
     let load_seconds = load_start.elapsed().as_secs_f64();
+    let cuda_load = cuda.map(crate::ffi::cuda_memory_stats).transpose()?;
     let (rss_after_load, peak_rss_load, peak_anon_load) = (rss_mib(), peak_rss_mib(), anon.take_mib());
     let model_kind = net.model().model_kind();
     if checkpointing && model_kind == source::ModelKind::Seq2Seq {
@@ -251,6 +270,27 @@ pub fn run(recipe: &LoadedRecipe, prepared: &std::path::Path, opts: &BenchOption
     let rss_before_train = rss_mib();
     // From here VmHWM is the peak of the training steps alone (the load's peak is reported above).
     let hwm_reset = reset_peak_rss();
+    // Training peaks start from what the model, adapters and optimizer hold now.
+    let cuda_before_train = cuda.map(crate::ffi::cuda_memory_stats).transpose()?;
+    if let Some(i) = cuda {
+        crate::ffi::cuda_reset_peak_stats(i)?;
+    }
+    // Model FLOPs per token (PaLM's convention, appendix B): 6·N for the matmul weights N
+    // (projections at their logical size, 4-bit or not; LoRA's A and B; the LM head; not the
+    // embedding lookup), plus 12·L·H·D·T for attention (L layers, H query heads of width D, T the
+    // row's length), with no discount for the causal mask, for recomputation under checkpointing,
+    // or for the frozen base needing no weight gradient. Decoders only; T5 reports null.
+    let flops_of_row: Option<Box<dyn Fn(i64) -> f64>> = match &net {
+        Net::Decoder(m) => {
+            let c = &m.cfg;
+            let lora = if method == Method::Full { 0 } else { trainable };
+            let n = (proj_params + lora + c.vocab_size * c.hidden_size) as f64;
+            let attn = 12.0 * (c.num_hidden_layers * c.num_attention_heads * c.head_dim) as f64;
+            Some(Box::new(move |t: i64| 6.0 * n * t as f64 + attn * (t * t) as f64))
+        }
+        Net::T5(_) => None,
+    };
+    let mut flops = 0.0;
 
     let bs = t.per_device_train_batch_size;
     let batches: Vec<Vec<usize>> = match mode {
@@ -301,6 +341,7 @@ pub fn run(recipe: &LoadedRecipe, prepared: &std::path::Path, opts: &BenchOption
         };
         opt.step(t.learning_rate)?;
         opt.zero_grad();
+        sync();
         let dt = start.elapsed().as_secs_f64();
         last_loss = loss;
         eprintln!("bench-train: step {}/{}: loss {loss:.4}, {dt:.3}s{}", step + 1, steps + warmup, if step < warmup { " (warmup)" } else { "" });
@@ -308,12 +349,67 @@ pub fn run(recipe: &LoadedRecipe, prepared: &std::path::Path, opts: &BenchOption
             seconds += dt;
             step_seconds.push(dt);
             tokens += real;
+            if let Some(f) = &flops_of_row {
+                flops += idx.iter().map(|&i| f(rows[i].input_ids.len() as i64)).sum::<f64>();
+            }
             padded_tokens += b.input_ids.numel() as i64 + if model_kind == source::ModelKind::Seq2Seq { b.labels.numel() as i64 } else { 0 };
         }
     }
     let ratio = |a: i64, b: i64| if b > 0 { json!(a as f64 / b as f64) } else { json!(null) };
+    let cuda_train = cuda.map(crate::ffi::cuda_memory_stats).transpose()?;
+    let tokens_per_second = tokens as f64 / seconds.max(1e-9);
+    let achieved_tflops = flops_of_row.as_ref().map(|_| flops / seconds.max(1e-9) / 1e12);
+    let mfu = achieved_tflops.zip(opts.peak_tflops).map(|(a, p)| a / p);
+    // The one peak the GPU check compares with `steptune estimate`: the allocator's peak over
+    // loading and training on a GPU; on the CPU the peak of anonymous resident memory.
+    let peak_anon_train = anon.take_mib();
+    let (peak_bytes, peak_source) = match (cuda_load, cuda_train) {
+        (Some(l), Some(t)) => (l.peak_allocated.max(t.peak_allocated), "cuda_max_memory_allocated"),
+        _ => ((peak_anon_load.max(peak_anon_train) * 1048576.0) as i64, "cpu_peak_anon_rss"),
+    };
+    let cuda_json = match (cuda_load, cuda_train) {
+        (Some(l), Some(t)) => json!({
+            "allocated_after_load_bytes": l.allocated,
+            "peak_allocated_load_bytes": l.peak_allocated,
+            "peak_reserved_load_bytes": l.peak_reserved,
+            "allocated_before_train_bytes": cuda_before_train.map(|c| c.allocated),
+            "allocated_after_train_bytes": t.allocated,
+            "peak_allocated_train_bytes": t.peak_allocated,
+            "peak_reserved_train_bytes": t.peak_reserved,
+            "peak_allocated_bytes": l.peak_allocated.max(t.peak_allocated),
+            "peak_reserved_bytes": l.peak_reserved.max(t.peak_reserved),
+        }),
+        _ => json!(null),
+    };
+    let gib = |b: i64| b as f64 / (1u64 << 30) as f64;
+    eprintln!(
+        "bench-train: {} {}{} on {}: {:.1} tokens/s, {:.3} s/step, peak {:.3} GiB ({peak_source}){}{}",
+        format!("{method:?}").to_lowercase(),
+        format!("{:?}", t.precision).to_lowercase(),
+        if checkpointing { " +ckpt" } else { "" },
+        device_name(device),
+        tokens_per_second,
+        seconds / steps as f64,
+        gib(peak_bytes),
+        cuda_train.map(|c| format!(", peak reserved {:.3} GiB", gib(c.peak_reserved.max(cuda_load.map_or(0, |l| l.peak_reserved))))).unwrap_or_default(),
+        match (achieved_tflops, mfu) {
+            (Some(a), Some(m)) => format!(", {a:.2} model TFLOPS, MFU {:.1}%", m * 100.0),
+            (Some(a), None) => format!(", {a:.4} model TFLOPS"),
+            _ => String::new(),
+        }
+    );
     Ok(json!({
         "impl": "steptune",
+        "device": device_name(device),
+        "batch_size": bs,
+        "peak_bytes": peak_bytes,
+        "peak_bytes_source": peak_source,
+        "cuda_memory": cuda_json,
+        "model_flops": flops_of_row.as_ref().map(|_| flops),
+        "model_tflops_per_second": achieved_tflops,
+        "peak_tflops": opts.peak_tflops,
+        "mfu": mfu,
+        "mfu_formula": flops_of_row.as_ref().map(|_| "per row of T tokens: 6*N*T + 12*L*H*D*T^2; N = projections (logical size) + LoRA + lm_head, no embedding; no causal, recompute or frozen-weight discount"),
         "mode": mode,
         "method": format!("{method:?}").to_lowercase(),
         "gradient_checkpointing": checkpointing,
@@ -324,13 +420,13 @@ pub fn run(recipe: &LoadedRecipe, prepared: &std::path::Path, opts: &BenchOption
         "seconds_per_step": seconds / steps as f64,
         "step_seconds": step_seconds,
         "tokens": tokens,
-        "tokens_per_second": tokens as f64 / seconds.max(1e-9),
+        "tokens_per_second": tokens_per_second,
         "padded_tokens": padded_tokens,
         "padded_tokens_per_second": padded_tokens as f64 / seconds.max(1e-9),
         "peak_rss_mib": peak_rss_mib(),
         "peak_rss_train_mib": if hwm_reset { json!(peak_rss_mib()) } else { json!(null) },
         "peak_anon_load_mib": peak_anon_load,
-        "peak_anon_train_mib": anon.take_mib(),
+        "peak_anon_train_mib": peak_anon_train,
         "rss_before_load_mib": rss_before_load,
         "rss_after_load_mib": rss_after_load,
         "peak_rss_load_mib": peak_rss_load,

@@ -11,6 +11,7 @@ pub mod batches;
 pub mod bench;
 pub mod memory;
 pub mod checkpoint;
+pub mod devcheck;
 pub mod optim;
 pub mod plot;
 pub mod schedule;
