@@ -236,11 +236,14 @@ for b in $batches; do
     say "estimate: not available in this build"
   else
     eo=$out/logs/estimate-b$b.json
-    if timeout 60 "$bin" estimate "$recipe" --seq "$seq" --batch "$b" --json >"$eo" 2>"$out/logs/estimate-b$b.err" \
+    if timeout 60 "$bin" estimate "$recipe" --seq "$seq" --batch "$b" --set training.device="$device" --json >"$eo" 2>"$out/logs/estimate-b$b.err" \
         && total=$(jnum "$eo" total_bytes) && [[ $total =~ ^[0-9.eE+-]+$ ]]; then
       est_json[$b]=$(tail -n1 "$eo")
       if [[ ${st_json[$b]} != null ]]; then
-        say "estimate: batch $b: total_bytes $total vs measured peak ${peak[$b]}: ratio $(calc '%.3f' 'a/b' a="$total" b="${peak[$b]}")"
+        # The allocator's (or RSS's) peak counts tensors: compare the plan's tensors with it; the
+        # total adds the CUDA context (or the CPU runtime) and the allocator's slack.
+        tensors=$(jnum "$eo" tensor_bytes)
+        say "estimate: batch $b: tensors $tensors vs measured peak ${peak[$b]}: ratio measured/estimate $(calc '%.3f' 'b/a' a="$tensors" b="${peak[$b]}"); total with runtime and slack $total ($(calc '%.2f' 'x/1073741824' x="$total") GiB)"
       else
         say "estimate: batch $b: total_bytes $total (no measured peak)"
       fi

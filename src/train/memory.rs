@@ -79,6 +79,9 @@ pub struct Plan {
     pub trainable_params: i64,
     pub lines: Vec<Line>,
     pub total_bytes: u64,
+    /// The tensors alone: the total without the runtime or CUDA context and the allocator's slack,
+    /// what a CUDA caching allocator's `max_memory_allocated` counts.
+    pub tensor_bytes: u64,
 }
 
 impl Plan {
@@ -89,6 +92,7 @@ impl Plan {
             "loss_chunk_tokens": self.loss_chunk_tokens, "trainable_params": self.trainable_params,
             "lines": self.lines.iter().map(|l| json!({"name": l.name, "bytes": l.bytes, "detail": l.detail, "counted": l.counted})).collect::<Vec<_>>(),
             "total_bytes": self.total_bytes,
+            "tensor_bytes": self.tensor_bytes,
             "total_gib": self.total_bytes as f64 / GIB,
         })
     }
@@ -542,6 +546,7 @@ fn finish(recipe: &LoadedRecipe, cm: &Common, model: String, trainable: i64, mut
         trainable_params: trainable,
         lines,
         total_bytes: (fixed + tensors) as u64,
+        tensor_bytes: tensors as u64,
     }
 }
 
