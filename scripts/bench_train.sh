@@ -3,7 +3,8 @@
 # side by side, on the same prepared file.
 #   scripts/bench_train.sh [runs]     (default 1; best of `runs` per side and mode)
 # Needs ../shared/models/qwen3-8b (the real Qwen3 tokenizer) and the reference venv
-# (scripts/ref-env.sh). Environment: BENCH_THREADS (default 2), BENCH_STEPS (20),
+# (scripts/ref-env.sh). Environment: BENCH_THREADS (default 2), BENCH_STEPS (20), BENCH_MODES
+# ("padded realistic"),
 # BENCH_WARMUP (3), BENCH_KEEP=1 keeps the temp folder, BENCH_NO_BUILD=1 skips `cargo build`.
 #
 # The model: scripts/bench_train.yaml (random-init Qwen3 shape, hidden 512, 8 layers, the real
@@ -44,7 +45,7 @@ json.dump(c, open(sys.argv[2], "w"), indent=1)
 EOF
 
 rs_ok=1
-for mode in padded realistic; do
+for mode in ${BENCH_MODES:-padded realistic}; do
   for i in $(seq "$runs"); do
     echo "bench_train: $mode run $i/$runs: steptune" >&2
     if [[ $rs_ok == 1 ]]; then
@@ -88,7 +89,7 @@ print(f"train, LoRA r 16, Qwen3 shape (hidden 512, 8 layers, vocab 151,936), bat
 fmt = "%-11s %-28s %14s %18s %9s"
 print(fmt % ("mode", "", "steptune", "transformers+peft", "ratio"))
 notes = []
-for mode in ("padded", "realistic"):
+for mode in [m for m in ("padded", "realistic") if best("rs", m) or best("py", m)]:
     rs, py = best("rs", mode), best("py", mode)
     def cell(r, k, f="%.1f"):
         return f % r[k] if r and isinstance(r.get(k), (int, float)) else "n/a"

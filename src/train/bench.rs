@@ -325,11 +325,14 @@ pub fn run(recipe: &LoadedRecipe, prepared: &std::path::Path, opts: &BenchOption
             let loss = match (&net, mode) {
                 (Net::Decoder(m), "padded") => {
                     // Logits at every position, then the loss over labelled ones: what HF computes.
+                    // The labels shift left (-100 after the last) rather than the logits right, as
+                    // transformers' ForCausalLMLoss does: narrowing the logits would copy them.
                     let logits = m.forward_train(&b.input_ids); // [b, t, V]
-                    let (tt, v) = (logits.size()[1], logits.size()[2]);
-                    let shifted = logits.narrow(1, 0, tt - 1).reshape([-1, v]);
-                    let targets = b.labels.narrow(1, 1, tt - 1).reshape([-1]);
-                    shifted.cross_entropy_loss::<Tensor>(&targets, None, tch::Reduction::Mean, -100, 0.0)
+                    let v = logits.size()[2];
+                    let (rows, tt) = (b.labels.size()[0], b.labels.size()[1]);
+                    let none = Tensor::full([rows, 1], -100, (Kind::Int64, b.labels.device()));
+                    let targets = Tensor::cat(&[b.labels.narrow(1, 1, tt - 1), none], 1); // [b, t]
+                    logits.reshape([-1, v]).cross_entropy_loss::<Tensor>(&targets.reshape([-1]), None, tch::Reduction::Mean, -100, 0.0)
                 }
                 _ => {
                     let (sum, _) = net.model().loss_sum(&b, true)?;
