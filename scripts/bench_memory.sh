@@ -4,6 +4,7 @@
 # reset after loading) is put beside the plan's total, with the ratio measured / estimate.
 #   scripts/bench_memory.sh                 # every configuration below
 #   BENCH_CONFIGS="a-lora a-full" scripts/bench_memory.sh
+#   BENCH_CONFIGS="c-lora+ckpt c-qlora+ckpt" scripts/bench_memory.sh   # Qwen3-0.6B, all 28 layers
 # Environment: BENCH_BIN (target/release/steptune, else target/debug), BENCH_THREADS (2),
 # BENCH_STEPS (2) timed steps after one warmup step.
 #
@@ -25,6 +26,8 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench_memory.XXXXXX"); trap 'rm -rf "$tmp"' EXI
 # tied), 4 of its 28 layers, sequence BENCH_SEQ_A (1024). Shape b: hidden 512, 8 layers, 8/4 heads, head_dim 64,
 # intermediate 1536, vocab 32,000, untied, sequence 1024.
 shape_a=(--set model.config.num_hidden_layers=4)
+# Shape c: Qwen3-0.6B whole (28 layers), sequence 512; not in the default list (minutes a step).
+shape_c=(--set model.config.num_hidden_layers=28)
 shape_b=(--set model.config.hidden_size=512 --set model.config.intermediate_size=1536 --set model.config.num_hidden_layers=8
          --set model.config.num_attention_heads=8 --set model.config.num_key_value_heads=4 --set model.config.head_dim=64
          --set model.config.vocab_size=32000 --set model.config.tie_word_embeddings=false)
@@ -43,8 +46,15 @@ printf '%-14s %-5s %5s %5s %12s %12s %8s %8s\n' config shape seq batch "estimate
 for c in $configs; do
   shape=${c%%-*}; rest=${c#*-}; method=${rest%+ckpt}
   ckpt=false; [[ $c == *+ckpt ]] && ckpt=true
-  if [[ $shape == a ]]; then args=("${shape_a[@]}"); seq=${BENCH_SEQ_A:-1024}; else args=("${shape_b[@]}"); seq=1024; fi
-  args+=(--set finetune.method=$method --set training.gradient_checkpointing=$ckpt)
+  case $shape in
+    a) args=("${shape_a[@]}"); seq=${BENCH_SEQ_A:-1024} ;;
+    b) args=("${shape_b[@]}"); seq=1024 ;;
+    c) args=("${shape_c[@]}"); seq=512 ;;
+    *) echo "bench_memory: unknown shape in $c (a, b or c)" >&2; exit 1 ;;
+  esac
+  # bench-train runs no eval stage: plan its generation one prompt at a time, so the eval KV cache
+  # (counted when it would exceed the training step) never stands in for the step's peak.
+  args+=(--set finetune.method=$method --set training.gradient_checkpointing=$ckpt --set eval.batch_size=1)
   data "$seq" $((steps + 1)) >"$tmp/data.jsonl"
   est=$("$bin" estimate "$recipe" "${args[@]}" --seq "$seq" --batch 1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_bytes"])')
   if "$bin" bench-train "$recipe" "${args[@]}" --prepared "$tmp/data.jsonl" --mode ordered --steps "$steps" --warmup-steps 1 >"$tmp/out" 2>"$tmp/err"; then
