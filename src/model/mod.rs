@@ -241,16 +241,7 @@ pub fn load_decoder_4bit(dir: &Path, spec: QuantSpec, kind: Kind, device: Device
         }
     } else {
         for path in weights::model_files(dir)? {
-            weights::visit_file(&path, &|_| true, &mut |name, t| {
-                let t = weights::convert(t, Some(kind), device);
-                if is_decoder_projection(&name) {
-                    let q = nf4::quantize(&t, spec.blocksize, spec.double_quant).with_context(|| format!("quantizing {name}"))?;
-                    quantized.insert(name, q);
-                } else {
-                    w.insert(name, t);
-                }
-                Ok(())
-            })?;
+            weights::visit_file(&path, &|_| true, &mut |name, t| keep_or_quantize(name, weights::convert(t, Some(kind), device), spec, &mut w, &mut quantized))?;
         }
     }
     let model = Qwen3::from_parts(cfg, &mut w, &mut quantized, spec.compute, kind, device)?;
@@ -260,6 +251,18 @@ pub fn load_decoder_4bit(dir: &Path, spec: QuantSpec, kind: Kind, device: Device
     }
     release_freed_memory();
     Ok(model)
+}
+
+/// QLoRA's split of a checkpoint as it streams in: the decoder projections to NF4 (`quantized`),
+/// everything else kept as it is (`w`).
+fn keep_or_quantize(name: String, t: Tensor, spec: QuantSpec, w: &mut weights::Weights, quantized: &mut HashMap<String, nf4::Nf4Tensor>) -> Result<()> {
+    if is_decoder_projection(&name) {
+        let q = nf4::quantize(&t, spec.blocksize, spec.double_quant).with_context(|| format!("quantizing {name}"))?;
+        quantized.insert(name, q);
+    } else {
+        w.insert(name, t);
+    }
+    Ok(())
 }
 
 /// Hands memory freed by the quantizer's per-tensor temporaries back to the system: glibc keeps
@@ -293,15 +296,7 @@ pub fn random_decoder_4bit(config: &serde_json::Value, arch: Architecture, spec:
     let cfg = DecoderConfig::from_json(config, arch)?;
     let mut w = weights::Weights::new();
     let mut quantized = HashMap::new();
-    Qwen3::visit_random_weights(&cfg, kind, device, &mut |name, t| {
-        if is_decoder_projection(&name) {
-            let q = nf4::quantize(&t, spec.blocksize, spec.double_quant).with_context(|| format!("quantizing {name}"))?;
-            quantized.insert(name, q);
-        } else {
-            w.insert(name, t);
-        }
-        Ok(())
-    })?;
+    Qwen3::visit_random_weights(&cfg, kind, device, &mut |name, t| keep_or_quantize(name, t, spec, &mut w, &mut quantized))?;
     let model = Qwen3::from_parts(cfg, &mut w, &mut quantized, spec.compute, kind, device)?;
     release_freed_memory();
     Ok(model)
