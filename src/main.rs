@@ -185,6 +185,37 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a model, merged with its LoRA adapter, as one GGUF file that llama.cpp, Ollama and
+    /// LM Studio load (what llama.cpp's convert_hf_to_gguf.py writes), and an Ollama Modelfile.
+    Export {
+        /// A run folder: exports its adapter/ (merged into the base its adapter_config.json names)
+        /// or its model/, with the run recipe's system prompt and QLoRA settings.
+        #[arg(long, conflicts_with_all = ["model", "adapter"])]
+        run: Option<PathBuf>,
+        /// A Hugging Face model folder (default with --adapter: the adapter's base model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// A PEFT LoRA adapter merged into the model on the way (W + B·A·alpha/r, float32).
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        #[arg(long, default_value = "gguf")]
+        format: String,
+        /// f16, bf16, f32 or q8_0 (norms, biases and RoPE factors stay f32).
+        #[arg(long, default_value = "f16")]
+        outtype: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Merge into the NF4-dequantized base (QLoRA adapters); read from the run's recipe when
+        /// the adapter sits in a run folder.
+        #[arg(long)]
+        qlora: bool,
+        /// The Modelfile's SYSTEM prompt (default: the run recipe's model.system_prompt).
+        #[arg(long)]
+        system: Option<String>,
+        /// tokenizer.ggml.pre for tokenizers llama.cpp does not recognise (e.g. qwen2, llama-bpe).
+        #[arg(long)]
+        tokenizer_pre: Option<String>,
+    },
     /// Quantize a decoder's linear projections to NF4 (bitsandbytes / transformers 4-bit layout).
     Quantize {
         /// A Hugging Face model folder.
@@ -438,6 +469,57 @@ fn merge_cmd(model_dir: &std::path::Path, adapter: &std::path::Path, out: &std::
     Ok(())
 }
 
+struct ExportArgs {
+    run: Option<PathBuf>,
+    model: Option<PathBuf>,
+    adapter: Option<PathBuf>,
+    format: String,
+    outtype: String,
+    out: PathBuf,
+    qlora: bool,
+    system: Option<String>,
+    tokenizer_pre: Option<String>,
+}
+
+fn export_cmd(a: ExportArgs) -> Result<()> {
+    use steptune::export;
+    if a.format != "gguf" {
+        anyhow::bail!("--format {}: steptune exports gguf (HF folders come from `steptune merge`)", a.format);
+    }
+    let outtype = export::OutType::parse(&a.outtype)?;
+    let (mut model, mut adapter) = (a.model, a.adapter);
+    if let Some(run) = &a.run {
+        if run.join("adapter/adapter_config.json").is_file() {
+            adapter = Some(run.join("adapter"));
+        } else if run.join("model/config.json").is_file() {
+            model = Some(run.join("model"));
+        } else {
+            anyhow::bail!("{} holds neither adapter/ nor model/: has the run's train stage finished?", run.display());
+        }
+    }
+    let ctx = export::run_context(adapter.as_deref(), a.run.as_deref())?;
+    let model = match model.or(ctx.model) {
+        Some(m) => m,
+        None => anyhow::bail!("give --model: the adapter's base_model_name_or_path is not a local model folder"),
+    };
+    let qlora = if a.qlora { Some(ctx.qlora.unwrap_or((64, true))) } else { ctx.qlora.filter(|_| adapter.is_some()) };
+    if qlora.is_some() && adapter.is_some() {
+        eprintln!("export: merging into the NF4-dequantized base (QLoRA), as the adapter was trained");
+    }
+    let opts = export::ExportOptions { model, adapter, outtype, out: a.out, qlora, tokenizer_pre: a.tokenizer_pre, system_prompt: a.system.or(ctx.system_prompt) };
+    let r = export::export_gguf(&opts)?;
+    eprintln!(
+        "export: wrote {} ({} tensors, {} parameters, {:.1} MiB{}) and {}",
+        opts.out.display(),
+        r.tensors,
+        r.params,
+        r.bytes as f64 / (1 << 20) as f64,
+        if r.merged > 0 { format!(", {} LoRA weights merged", r.merged) } else { String::new() },
+        r.modelfile.display()
+    );
+    Ok(())
+}
+
 fn quantize_cmd(model: &std::path::Path, out: &std::path::Path, no_double_quant: bool, compute_dtype: String) -> Result<()> {
     let opts = steptune::adapt::quantize::QuantizeOptions { double_quant: !no_double_quant, compute_dtype };
     let r = steptune::adapt::quantize::quantize_model_dir(model, out, &opts)?;
@@ -511,6 +593,9 @@ fn main() {
             generate_cmd(GenerateArgs { model, adapter, prompt, system, max_new_tokens, do_sample, temperature, top_p, top_k, seed, device, json })
         }
         (Some(Command::Merge { model, adapter, out }), _) => merge_cmd(&model, &adapter, &out),
+        (Some(Command::Export { run, model, adapter, format, outtype, out, qlora, system, tokenizer_pre }), _) => {
+            export_cmd(ExportArgs { run, model, adapter, format, outtype, out, qlora, system, tokenizer_pre })
+        }
         (Some(Command::Quantize { model, out, no_double_quant, compute_dtype }), _) => quantize_cmd(&model, &out, no_double_quant, compute_dtype),
         (Some(Command::Eval { recipe, set, output_dir }), _) => load_joined(recipe.as_deref(), &set).and_then(|r| eval_stage(&r, output_dir)),
         (Some(Command::Score { pred, reference, json, no_stem }), _) => score_cmd(&pred, &reference, json, no_stem),

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Bottom first, as `src/lib.rs` documents it.
-const LAYERS: [&str; 11] = ["ffi", "recipe", "dist", "run", "nn", "model", "data", "adapt", "train", "eval", "jobs"];
+const LAYERS: [&str; 12] = ["ffi", "recipe", "dist", "run", "nn", "model", "data", "adapt", "train", "eval", "export", "jobs"];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {

@@ -27,6 +27,8 @@ pub struct DecoderConfig {
     pub head_dim: i64,
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
+    /// Llama 3.1's frequency-dependent RoPE scaling (`rope_type: llama3`).
+    pub rope_llama3: Option<Llama3Rope>,
     pub max_position_embeddings: i64,
     pub tie_word_embeddings: bool,
     /// Bias on q, k, v (Qwen2 always; Qwen3 and Llama per `attention_bias`, which also adds o).
@@ -35,6 +37,16 @@ pub struct DecoderConfig {
     /// Qwen3's per-head RMSNorm on q and k before RoPE.
     pub qk_norm: bool,
     pub initializer_range: f64,
+}
+
+/// `rope_type: llama3`: long wavelengths divided by `factor`, short ones kept, a smooth blend
+/// between (transformers' `_compute_llama3_parameters`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Llama3Rope {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: f64,
 }
 
 fn get_i64(v: &Value, key: &str) -> Result<i64> {
@@ -52,10 +64,21 @@ impl DecoderConfig {
         // transformers 5 writes `rope_parameters: {rope_theta, rope_type}`; 4.x a top-level
         // `rope_theta` and an optional `rope_scaling`.
         let rope_params = v.get("rope_parameters").filter(|r| r.is_object());
+        let mut rope_llama3 = None;
         for rs in [v.get("rope_scaling"), rope_params].into_iter().flatten().filter(|r| !r.is_null()) {
             let kind = rs.get("rope_type").or_else(|| rs.get("type")).and_then(Value::as_str).unwrap_or("default");
-            if kind != "default" {
-                bail!("config.json: RoPE type `{kind}` is not supported yet (only plain RoPE)");
+            match kind {
+                "default" => {}
+                "llama3" => {
+                    let f = |k: &str| rs.get(k).and_then(Value::as_f64).with_context(|| format!("config.json: llama3 RoPE needs `{k}`"));
+                    rope_llama3 = Some(Llama3Rope {
+                        factor: f("factor")?,
+                        low_freq_factor: f("low_freq_factor")?,
+                        high_freq_factor: f("high_freq_factor")?,
+                        original_max_position_embeddings: f("original_max_position_embeddings")?,
+                    });
+                }
+                other => bail!("config.json: RoPE type `{other}` is not supported yet (plain RoPE and llama3)"),
             }
         }
         let rope_theta = rope_params.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64).unwrap_or_else(|| get_f64_or(v, "rope_theta", 10000.0));
@@ -77,6 +100,7 @@ impl DecoderConfig {
             head_dim: v.get("head_dim").and_then(Value::as_i64).unwrap_or(hidden / heads),
             rms_norm_eps: get_f64_or(v, "rms_norm_eps", 1e-6),
             rope_theta,
+            rope_llama3,
             max_position_embeddings: v.get("max_position_embeddings").and_then(Value::as_i64).unwrap_or(32768),
             tie_word_embeddings: v.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
             qkv_bias,
@@ -118,6 +142,10 @@ impl DecoderConfig {
             "eos_token_id": eos,
             "pad_token_id": pad,
         });
+        if let Some(l) = self.rope_llama3 {
+            v["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": l.factor, "low_freq_factor": l.low_freq_factor,
+                "high_freq_factor": l.high_freq_factor, "original_max_position_embeddings": l.original_max_position_embeddings as i64});
+        }
         if self.architecture == Architecture::Qwen3 {
             v["use_sliding_window"] = Value::Bool(false);
             v["sliding_window"] = Value::Null;
@@ -150,9 +178,21 @@ pub struct Rope {
 }
 
 impl Rope {
-    pub fn new(head_dim: i64, theta: f64, device: Device) -> Rope {
+    pub fn new(head_dim: i64, theta: f64, llama3: Option<Llama3Rope>, device: Device) -> Rope {
         let exps = Tensor::arange_start_step(0, head_dim, 2, (Kind::Int64, device)).to_kind(Kind::Float) / head_dim as f64;
-        let inv_freq = Tensor::from(theta).to_device(device).pow(&exps).reciprocal();
+        let mut inv_freq = Tensor::from(theta).to_device(device).pow(&exps).reciprocal();
+        if let Some(l) = llama3 {
+            // transformers' _compute_llama3_parameters, op for op.
+            let low_wavelen = l.original_max_position_embeddings / l.low_freq_factor;
+            let high_wavelen = l.original_max_position_embeddings / l.high_freq_factor;
+            let wavelen = inv_freq.reciprocal() * (2.0 * std::f64::consts::PI);
+            let long = wavelen.gt(low_wavelen);
+            let scaled = inv_freq.where_self(&long.logical_not(), &(&inv_freq / l.factor));
+            let smooth = (wavelen.reciprocal() * l.original_max_position_embeddings - l.low_freq_factor) / (l.high_freq_factor - l.low_freq_factor);
+            let smoothed = (smooth.g_mul_scalar(-1.0) + 1.0) * &scaled / l.factor + &smooth * &scaled;
+            let medium = wavelen.lt(high_wavelen).logical_not().logical_and(&long.logical_not());
+            inv_freq = smoothed.where_self(&medium, &scaled);
+        }
         Rope { inv_freq }
     }
 
@@ -363,7 +403,7 @@ impl Qwen3 {
         } else {
             take("lm_head.weight")?
         };
-        let rope = Rope::new(cfg.head_dim, cfg.rope_theta, device);
+        let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.rope_llama3, device);
         Ok(Qwen3 { cfg, embed_tokens, layers, norm, lm_head, rope, kind, device, loss_chunk: crate::nn::head::DEFAULT_LOSS_CHUNK })
     }
 
