@@ -17,6 +17,7 @@ sides provably read the same bytes. Tokenizer files: ../shared/models/qwen3-8b.
     VENV_PY=$(scripts/gguf-env.sh | tail -n1)
     $VENV_PY scripts/make_gguf_fixtures.py          # writes tests/fixtures/gguf/expected.json
                                                     # and src/export/bpe_pre_hashes.tsv
+    $VENV_PY scripts/make_gguf_fixtures.py --checkpoints DIR   # only the checkpoints (live check)
 
 Checkpoints (all bf16, 151936 vocab, rms eps 1e-6 unless said):
   qwen3_tied    Qwen3, hidden 32, 2 layers, 4 heads / 2 kv, head_dim 8, inter 64, tied
@@ -257,7 +258,26 @@ def bpe_pre_table(llama_cpp_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_checkpoints(out: Path) -> None:
+    """Only the tiny checkpoints (and the adapter, for steptune to merge) into `out`: for
+    scripts/gguf-live-check.sh."""
+    for ck in CHECKPOINTS:
+        bits = tensor_bits(ck)
+        write_checkpoint(ck, out / ck["name"], bits, "BF16")
+        if ck["name"] == ADAPTER["base"]:
+            lora = adapter_tensors(ADAPTER, bits)
+            ad = out / "qwen3_lora"
+            ad.mkdir(parents=True, exist_ok=True)
+            write_safetensors(ad / "adapter_model.safetensors", lora, "F32")
+            (ad / "adapter_config.json").write_text(json.dumps({
+                "peft_type": "LORA", "r": ADAPTER["r"], "lora_alpha": ADAPTER["lora_alpha"], "lora_dropout": 0.0,
+                "target_modules": ADAPTER["targets"], "task_type": "CAUSAL_LM", "base_model_name_or_path": str(out / ck["name"])}, indent=2))
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--checkpoints":
+        write_checkpoints(Path(sys.argv[2]))
+        return
     llama_cpp_dir = Path(os.environ.get("LLAMA_CPP_DIR", Path.home() / ".cache/steptune/llama-cpp-python-0.3.36/vendor/llama.cpp"))
     convert = llama_cpp_dir / "convert_hf_to_gguf.py"
     sys.path.insert(0, str(llama_cpp_dir / "gguf-py"))
