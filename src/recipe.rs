@@ -189,9 +189,10 @@ pub enum DdpBackend {
     Nccl,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum DataFormat {
+    #[default]
     Auto,
     Json,
     Jsonl,
@@ -204,6 +205,9 @@ pub enum OverLength {
     Truncate,
     Drop,
     Error,
+    /// Several windows of at most `max_length` tokens, each with the whole prompt and a span of
+    /// the answer; every answer token is learned in exactly one window.
+    SlidingWindow,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -267,6 +271,32 @@ pub struct DataSection {
     /// Tokens per example, prompt and answer together.
     pub max_length: usize,
     pub over_length: OverLength,
+    /// `sliding_window` only: answer tokens from one window's first answer token to the next
+    /// window's. Below the room a window has for the answer, windows overlap by (room - stride)
+    /// tokens of context; at or above it they do not overlap. Unset: half the room (rounded up).
+    pub window_stride: Option<usize>,
+    /// Several sources mixed into one data set (against forgetting: the task's data beside
+    /// general data). Exclusive with `files`; each source has its own files and columns.
+    pub mix: Vec<MixSource>,
+}
+
+/// One source of `data.mix`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MixSource {
+    /// Names the source in the report and in the prepared rows' `source`; it also namespaces
+    /// the source's groups (`name/group`), so equal group names of two sources stay apart.
+    pub name: String,
+    pub files: Vec<PathBuf>,
+    /// `auto` takes `data.format`.
+    pub format: DataFormat,
+    /// Each unset column takes `data.columns`'s, then the usual names.
+    pub columns: Columns,
+    /// This source's fraction of the mixed train set, in (0, 1]; its rows are sampled down
+    /// (never repeated) with the recipe seed. Exclusive with `max_rows`.
+    pub weight: Option<f64>,
+    /// Keep at most this many of the source's cleaned rows (a seeded sample, before the split).
+    pub max_rows: Option<usize>,
 }
 
 /// Which source field feeds each example field; `null` means "try the usual names".
@@ -458,6 +488,8 @@ impl Default for DataSection {
             train_on_prompt: false,
             max_length: 1024,
             over_length: OverLength::Error,
+            window_stride: None,
+            mix: Vec::new(),
         }
     }
 }
@@ -736,6 +768,10 @@ fn check_keys(user: &Value, schema: &Value, root: &Value, path: &str, errors: &m
         return;
     }
     for (k, v) in u {
+        if path == "data" && k.as_str() == Some("mix") {
+            check_mix_keys(v, errors);
+            continue;
+        }
         let key = match k {
             Value::String(s) => s.clone(),
             other => format!("{other:?}"),
@@ -748,6 +784,19 @@ fn check_keys(user: &Value, schema: &Value, root: &Value, path: &str, errors: &m
                 errors.push(unknown_key(&key, &full, path, &siblings, root));
             }
         }
+    }
+}
+
+/// Each source of `data.mix` is checked against `MixSource`'s keys, as `data.mix[i].key`.
+fn check_mix_keys(mix: &Value, errors: &mut Vec<String>) {
+    let Value::Sequence(items) = mix else { return };
+    let schema = serde_yaml::to_value(MixSource::default()).expect("a mix source serialises");
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("data.mix[{i}]");
+        // A misplaced key is looked for inside the source first (`group` → `data.mix[0].columns.group`).
+        let mut inside = serde_yaml::Mapping::new();
+        inside.insert(Value::String(at.clone()), schema.clone());
+        check_keys(item, &schema, &Value::Mapping(inside), &at, errors);
     }
 }
 
@@ -787,6 +836,42 @@ fn nearest(key: &str, candidates: &[String]) -> Option<String> {
         .filter(|(score, _)| *score > 0.7)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c.clone())
+}
+
+/// The checks of `data.mix`: names, files, weight or cap, and weights that can hold together.
+fn validate_mix(mix: &[MixSource], e: &mut Vec<String>) {
+    let mut names = BTreeSet::new();
+    for (i, src) in mix.iter().enumerate() {
+        let at = format!("data.mix[{i}]");
+        let named = if src.name.is_empty() { at.clone() } else { format!("{at} (`{}`)", src.name) };
+        if src.name.trim().is_empty() || src.name.contains('/') {
+            e.push(format!("`{at}.name` must be a non-empty name without '/': it names the source in the report and prefixes its groups"));
+        } else if !names.insert(src.name.as_str()) {
+            e.push(format!("`{at}.name` `{}` is used by an earlier source: give each source its own name", src.name));
+        }
+        if src.files.is_empty() {
+            e.push(format!("`{at}.files` is empty: list the JSON, JSONL or CSV files of source {named}"));
+        }
+        match (src.weight, src.max_rows) {
+            (Some(_), Some(_)) => e.push(format!("`{at}.weight` and `{at}.max_rows` are both set for source {named}: keep one (a fraction of the mixed train set, or a cap on rows)")),
+            (Some(w), None) => in_range(e, &format!("{at}.weight"), w, 0.0, 1.0, true),
+            (None, Some(0)) => e.push(format!("`{at}.max_rows` is 0 for source {named}: leave it unset or give a positive number")),
+            _ => {}
+        }
+    }
+    let weights: Vec<f64> = mix.iter().filter_map(|s| s.weight).filter(|w| w.is_finite()).collect();
+    if weights.is_empty() {
+        return;
+    }
+    let sum: f64 = weights.iter().sum();
+    let unweighted: Vec<&str> = mix.iter().filter(|s| s.weight.is_none()).map(|s| s.name.as_str()).collect();
+    if sum > 1.0 + 1e-9 {
+        e.push(format!("`data.mix` weights sum to {sum}: they are fractions of one train set and must sum to at most 1"));
+    } else if unweighted.is_empty() && sum < 1.0 - 1e-9 {
+        e.push(format!("`data.mix` weights sum to {sum} and every source has one: they must sum to 1, or leave one source without a weight to fill the rest"));
+    } else if !unweighted.is_empty() && sum > 1.0 - 1e-9 {
+        e.push(format!("`data.mix` weights sum to 1, which leaves no room for the sources without one ({}): lower the weights", unweighted.join(", ")));
+    }
 }
 
 fn in_range(errors: &mut Vec<String>, key: &str, v: f64, lo: f64, hi: f64, lo_open: bool) {
@@ -890,8 +975,20 @@ impl Recipe {
             e.push(format!("`training.device` is `{}`, must be auto, cpu, cuda or cuda:N", t.device));
         }
         let d = &self.data;
-        if d.files.is_empty() {
-            e.push("`data.files` is empty: list at least one JSON, JSONL or CSV file".into());
+        if d.mix.is_empty() && d.files.is_empty() {
+            e.push("`data.files` is empty: list at least one JSON, JSONL or CSV file (or several sources under `data.mix`)".into());
+        }
+        if !d.mix.is_empty() && !d.files.is_empty() {
+            e.push("`data.mix` and `data.files` are both set: put the files under a `data.mix` source, or drop `data.mix` for one source".into());
+        }
+        validate_mix(&d.mix, &mut e);
+        match (d.window_stride, d.over_length) {
+            (Some(0), _) => e.push("`data.window_stride` is 0, must be at least 1 (answer tokens from one window to the next)".into()),
+            (Some(_), policy) if policy != OverLength::SlidingWindow => e.push(format!(
+                "`data.window_stride` is set but `data.over_length` is {}: the stride only applies to `over_length: sliding_window`",
+                serde_yaml::to_string(&policy).unwrap_or_default().trim()
+            )),
+            _ => {}
         }
         if d.limit == Some(0) {
             e.push("`data.limit` is 0: leave it unset or give a positive number".into());

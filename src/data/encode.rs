@@ -26,6 +26,11 @@ pub struct Encoded {
     /// Chat: the whole sequence (the template may add tokens after the answer). Seq2seq: encoder
     /// plus decoder tokens.
     pub total_tokens: usize,
+    /// Seq2seq sliding windows after the first: the window's whole target span, which the decoder
+    /// reads (shifted right) as context while `labels` masks the tokens an earlier window learned.
+    /// Absent: the decoder reads the labels, as transformers does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decoder_reads: Option<Vec<i64>>,
 }
 
 /// Renders prompt-only and full conversations, tokenises both (batched), and labels the tokens
@@ -107,7 +112,7 @@ impl<'a> ChatEncoder<'a> {
             .enumerate()
             .map(|(i, &t)| if (i >= start || self.train_on_prompt) && i <= eos_at { t as i64 } else { IGNORE_INDEX })
             .collect();
-        Ok(Encoded { text, prompt_tokens: start, answer_tokens: eos_at + 1 - start, total_tokens: full_ids.len(), input_ids: full_ids, labels })
+        Ok(Encoded { text, prompt_tokens: start, answer_tokens: eos_at + 1 - start, total_tokens: full_ids.len(), input_ids: full_ids, labels, decoder_reads: None })
     }
 }
 
@@ -124,7 +129,7 @@ pub fn encode_seq2seq_batch(tok: &TokenizerBundle, pairs: &[(&str, &str)]) -> Re
         .map(|(p, (s, t))| {
             let input_ids = s.get_ids().to_vec();
             let labels: Vec<i64> = t.get_ids().iter().map(|&x| x as i64).collect();
-            Encoded { text: p.0.to_string(), prompt_tokens: input_ids.len(), answer_tokens: labels.len(), total_tokens: input_ids.len() + labels.len(), input_ids, labels }
+            Encoded { text: p.0.to_string(), prompt_tokens: input_ids.len(), answer_tokens: labels.len(), total_tokens: input_ids.len() + labels.len(), input_ids, labels, decoder_reads: None }
         })
         .collect())
 }

@@ -7,6 +7,8 @@ pub mod split;
 pub mod stats;
 pub mod steps;
 pub mod encode;
+pub mod mix;
+pub mod window;
 
 use load::RowRef;
 
@@ -22,4 +24,6 @@ pub struct Example {
     pub at: RowRef,
     /// 0 for an original row; k for the k-th oversampled copy.
     pub copy: usize,
+    /// The `data.mix` source's name; empty for the single-source `data.files`.
+    pub source: String,
 }

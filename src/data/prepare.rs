@@ -20,11 +20,13 @@ use super::split::{oversample, split, SplitReport};
 use super::stats::{round_up, split_stats, SplitStats};
 use super::steps::{normalise_list, normalise_text, StepShape};
 use super::encode::{encode_seq2seq_batch, ChatEncoder, Encoded, IGNORE_INDEX};
+use super::mix::{cap_sources, weigh_sources, SourceReport};
+use super::window::{chat_windows, seq2seq_windows, Window};
 use crate::model::chat_template::ChatTemplate;
 use super::Example;
 use crate::model::source::{self, ModelKind};
 use crate::model::tokenizer::TokenizerBundle;
-use crate::recipe::{BadRows, GroupBy, LoadedRecipe, NoSteps, OverLength};
+use crate::recipe::{BadRows, Columns, DataFormat, GroupBy, LoadedRecipe, NoSteps, OverLength};
 use crate::run::{write_atomic, RunDir};
 
 /// One example ready for training, as written to `prepared/*.jsonl`.
@@ -38,12 +40,22 @@ pub struct Prepared {
     /// 0 for an original row, k for the k-th oversampled copy.
     pub copy: usize,
     pub truncated: bool,
+    /// The `data.mix` source the row came from (absent for `data.files`), so later stages can
+    /// break scores down by source.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    /// `over_length: sliding_window`: which window of its example this is; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
     #[serde(flatten)]
     pub enc: Encoded,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FileReport {
+    /// The `data.mix` source; empty for `data.files`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub source: String,
     pub file: String,
     pub format: &'static str,
     pub rows: usize,
@@ -57,6 +69,9 @@ pub struct LengthPolicyReport {
     pub policy: String,
     pub truncated: Vec<String>,
     pub dropped: Vec<String>,
+    /// sliding_window: the examples cut into windows, and how many windows they gave in all.
+    pub windowed: Vec<String>,
+    pub windows_made: usize,
     /// Rows whose prompt alone reaches max_length: nothing would be left to learn, so they go.
     pub dropped_prompt_too_long: Vec<String>,
     /// The smallest multiple of 64 that holds 99% of the rows, and one that holds all of them.
@@ -69,6 +84,9 @@ pub struct PrepareReport {
     pub model_kind: Option<ModelKind>,
     pub tokenizer: String,
     pub files: Vec<FileReport>,
+    /// `data.mix`: rows per source through cleaning, capping, the split and the weights.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceReport>,
     pub rows_loaded: usize,
     pub bad_rows: Vec<RowError>,
     pub limited_to: Option<usize>,
@@ -113,20 +131,30 @@ pub fn prepare(recipe: &LoadedRecipe) -> Result<PrepareOutput> {
     let mut t = Timer(Instant::now());
     let t0 = Instant::now();
 
-    // 1. Load and check every row of every file.
+    // 1. Load and check every row of every file of every source.
     let mut raw = Vec::new();
-    for f in &d.files {
-        let path = recipe.resolve(f).with_context(|| format!("data.files: {}", f.display()))?;
-        let loaded = load_file(&path, d.format, &d.columns)?;
-        report.files.push(FileReport {
-            file: path.display().to_string(),
-            format: loaded.format,
-            rows: loaded.rows.len() + loaded.errors.len(),
-            bad_rows: loaded.errors.len(),
-            columns: loaded.columns.clone(),
-        });
-        raw.extend(loaded.rows);
-        report.bad_rows.extend(loaded.errors);
+    for source in sources_of(d) {
+        let mut source_report = SourceReport { name: source.name.clone(), weight: source.weight, max_rows: source.max_rows, ..Default::default() };
+        for f in &source.files {
+            let path = recipe.resolve(f).with_context(|| format!("{}: {}", source.files_key, f.display()))?;
+            let loaded = load_file(&path, source.format, &source.columns).with_context(|| format!("{}: {}", source.files_key, f.display()))?;
+            report.files.push(FileReport {
+                source: source.name.clone(),
+                file: path.display().to_string(),
+                format: loaded.format,
+                rows: loaded.rows.len() + loaded.errors.len(),
+                bad_rows: loaded.errors.len(),
+                columns: loaded.columns.clone(),
+            });
+            source_report.files.push(path.display().to_string());
+            source_report.rows_loaded += loaded.rows.len() + loaded.errors.len();
+            source_report.bad_rows += loaded.errors.len();
+            raw.extend(loaded.rows.into_iter().map(|row| (source.name.clone(), row)));
+            report.bad_rows.extend(loaded.errors);
+        }
+        if !d.mix.is_empty() {
+            report.sources.push(source_report);
+        }
     }
     report.rows_loaded = raw.len() + report.bad_rows.len();
     if !report.bad_rows.is_empty() && d.on_bad_row == BadRows::Error {
@@ -163,7 +191,7 @@ pub fn prepare(recipe: &LoadedRecipe) -> Result<PrepareOutput> {
         PiiScrubber::new(&PiiOptions { email: d.pii.email, phone: d.pii.phone, card: d.pii.card, ip: d.pii.ip, names })
     });
     let mut examples = Vec::with_capacity(raw.len());
-    for row in raw {
+    for (source, row) in raw {
         let (output, shape) = match (&row.output, d.normalize_steps) {
             (RawOutput::List(items), _) => {
                 let n = normalise_list(items);
@@ -196,9 +224,11 @@ pub fn prepare(recipe: &LoadedRecipe) -> Result<PrepareOutput> {
             (_, Some(g)) => g.clone(),
             (GroupBy::Column, None) => bail!("{}: no group value, but `data.group_by` is `column`; fill the group column or use group_by: auto", row.at),
         };
+        // Two sources' equal group names are different intents: namespaced, they never merge.
+        let group = if source.is_empty() { group } else { format!("{source}/{group}") };
         let file_stem = Path::new(&row.at.file).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let id = row.id.clone().unwrap_or_else(|| format!("{file_stem}:{}", row.at.row));
-        examples.push(Example { id, prompt, output, group, at: row.at, copy: 0 });
+        examples.push(Example { id, prompt, output, group, at: row.at, copy: 0, source });
     }
     if examples.is_empty() {
         bail!("no usable rows are left after cleaning (loaded {}, dropped without steps {})", report.rows_loaded, report.dropped_no_steps);
@@ -208,7 +238,11 @@ pub fn prepare(recipe: &LoadedRecipe) -> Result<PrepareOutput> {
     // 3. Deduplicate, then split by paraphrase and oversample rare train groups.
     let (examples, dedup_report) = dedup(examples, d.dedup.exact, d.dedup.near_threshold);
     report.dedup = dedup_report;
+    let examples = if d.mix.is_empty() { examples } else { cap_sources(examples, &d.mix, r.seed, &mut report.sources) };
     let (train, eval, mut split_report) = split(examples, &d.split, r.seed);
+    let (train, eval) = if d.mix.is_empty() { (train, eval) } else { weigh_sources(train, eval, &d.mix, r.seed, &mut report.sources)? };
+    split_report.train_rows = train.len();
+    split_report.eval_rows = eval.len();
     let train = oversample(train, d.oversample_min_rows, r.seed, &mut split_report);
     report.split = split_report;
     t.lap(&mut report.seconds, "dedup_and_split");
@@ -327,19 +361,65 @@ pub fn prepare(recipe: &LoadedRecipe) -> Result<PrepareOutput> {
     let all = super::stats::summarize(&all_totals);
     report.length = LengthPolicyReport {
         max_length: d.max_length,
-        policy: format!("{:?}", d.over_length).to_lowercase(),
+        policy: serde_json::to_value(d.over_length).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
         suggested_max_length_p99: round_up(all.p99, 64),
         suggested_max_length_all: round_up(all.max as f64, 64),
         ..Default::default()
     };
-    let train = apply_length_policy(train, train_enc, "train", kind, d.max_length, d.over_length, &mut report.length)?;
-    let eval = apply_length_policy(eval, eval_enc, "eval", kind, d.max_length, d.over_length, &mut report.length)?;
+    let policy = LengthPolicy { kind, max_length: d.max_length, over_length: d.over_length, window_stride: d.window_stride };
+    let train = apply_length_policy(train, train_enc, "train", &policy, &mut report.length)?;
+    let eval = apply_length_policy(eval, eval_enc, "eval", &policy, &mut report.length)?;
+    for source in &mut report.sources {
+        source.prepared_train = train.iter().filter(|p| p.source == source.name).count();
+        source.prepared_eval = eval.iter().filter(|p| p.source == source.name).count();
+    }
     if train.is_empty() {
         bail!("no train rows are left after the length policy; raise data.max_length (suggested: {})", report.length.suggested_max_length_all);
     }
     t.lap(&mut report.seconds, "length_policy");
     report.seconds.insert("total".into(), t0.elapsed().as_secs_f64());
     Ok(PrepareOutput { train, eval, report, tokenizer })
+}
+
+/// One source to load: `data.files` alone, or one `data.mix` source with `data.format` and
+/// `data.columns` filling what it leaves unset.
+struct LoadSource {
+    /// Empty for `data.files`.
+    name: String,
+    /// The recipe key that lists the files, for errors (`data.files`, `data.mix[1] (general).files`).
+    files_key: String,
+    files: Vec<std::path::PathBuf>,
+    format: DataFormat,
+    columns: Columns,
+    weight: Option<f64>,
+    max_rows: Option<usize>,
+}
+
+fn sources_of(d: &crate::recipe::DataSection) -> Vec<LoadSource> {
+    if d.mix.is_empty() {
+        return vec![LoadSource { name: String::new(), files_key: "data.files".into(), files: d.files.clone(), format: d.format, columns: d.columns.clone(), weight: None, max_rows: None }];
+    }
+    d.mix
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let or = |own: &Option<String>, shared: &Option<String>| own.clone().or_else(|| shared.clone());
+            LoadSource {
+                name: s.name.clone(),
+                files_key: format!("data.mix[{i}] ({}).files", s.name),
+                files: s.files.clone(),
+                format: if s.format == DataFormat::Auto { d.format } else { s.format },
+                columns: Columns {
+                    prompt: or(&s.columns.prompt, &d.columns.prompt),
+                    output: or(&s.columns.output, &d.columns.output),
+                    group: or(&s.columns.group, &d.columns.group),
+                    id: or(&s.columns.id, &d.columns.id),
+                },
+                weight: s.weight,
+                max_rows: s.max_rows,
+            }
+        })
+        .collect()
 }
 
 /// The length `max_length` bounds: the one sequence (chat), or the longer side (seq2seq).
@@ -350,15 +430,16 @@ fn limited_len(kind: ModelKind, e: &Encoded) -> usize {
     }
 }
 
-fn apply_length_policy(
-    rows: Vec<Example>,
-    encs: Vec<Encoded>,
-    split: &'static str,
+/// What `apply_length_policy` needs of the recipe and the model.
+struct LengthPolicy {
     kind: ModelKind,
-    max_len: usize,
-    policy: OverLength,
-    rep: &mut LengthPolicyReport,
-) -> Result<Vec<Prepared>> {
+    max_length: usize,
+    over_length: OverLength,
+    window_stride: Option<usize>,
+}
+
+fn apply_length_policy(rows: Vec<Example>, encs: Vec<Encoded>, split: &'static str, policy: &LengthPolicy, rep: &mut LengthPolicyReport) -> Result<Vec<Prepared>> {
+    let (kind, max_len) = (policy.kind, policy.max_length);
     let mut out = Vec::with_capacity(rows.len());
     let mut too_long = Vec::new();
     for (row, mut enc) in rows.into_iter().zip(encs) {
@@ -366,13 +447,41 @@ fn apply_length_policy(
         let name = format!("{} ({} tokens)", row.at, enc.total_tokens);
         let mut truncated = false;
         if over {
-            match policy {
+            match policy.over_length {
                 OverLength::Error => {
                     too_long.push(name);
                     continue;
                 }
                 OverLength::Drop => {
                     rep.dropped.push(name);
+                    continue;
+                }
+                OverLength::SlidingWindow => {
+                    let windows = match kind {
+                        ModelKind::Causal => chat_windows(&enc, max_len, policy.window_stride),
+                        ModelKind::Seq2Seq => seq2seq_windows(&enc, max_len, policy.window_stride),
+                    };
+                    // Every window carries the whole prompt: one that alone does not fit is dropped.
+                    let Some(windows) = windows else {
+                        rep.dropped_prompt_too_long.push(name);
+                        continue;
+                    };
+                    rep.windows_made += windows.len();
+                    rep.windowed.push(format!("{name}: {} windows", windows.len()));
+                    for (window, enc) in windows {
+                        out.push(Prepared {
+                            id: row.id.clone(),
+                            split,
+                            group: row.group.clone(),
+                            prompt: row.prompt.clone(),
+                            output: row.output.clone(),
+                            copy: row.copy,
+                            truncated: false,
+                            source: row.source.clone(),
+                            window: Some(window),
+                            enc,
+                        });
+                    }
                     continue;
                 }
                 OverLength::Truncate => {
@@ -395,13 +504,13 @@ fn apply_length_policy(
                 }
             }
         }
-        out.push(Prepared { id: row.id, split, group: row.group, prompt: row.prompt, output: row.output, copy: row.copy, truncated, enc });
+        out.push(Prepared { id: row.id, split, group: row.group, prompt: row.prompt, output: row.output, copy: row.copy, truncated, source: row.source, window: None, enc });
     }
     if !too_long.is_empty() {
         let n = too_long.len();
         too_long.truncate(20);
         bail!(
-            "{n} {split} rows are longer than data.max_length = {max_len}:\n  {}\nRaise data.max_length (holds 99%: {}, holds all: {}), or set data.over_length to truncate or drop.",
+            "{n} {split} rows are longer than data.max_length = {max_len}:\n  {}\nRaise data.max_length (holds 99%: {}, holds all: {}), or set data.over_length to truncate, drop or sliding_window.",
             too_long.join("\n  "),
             rep.suggested_max_length_p99,
             rep.suggested_max_length_all
@@ -448,6 +557,35 @@ pub fn report_markdown(r: &PrepareReport) -> String {
         let _ = writeln!(s, "\n{} rows were skipped (data.on_bad_row: skip):\n", r.bad_rows.len());
         for e in r.bad_rows.iter().take(50) {
             let _ = writeln!(s, "- {e}");
+        }
+    }
+    if !r.sources.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Sources (data.mix)\n\n| source | weight / cap | rows loaded | bad | after cleaning | kept | train / eval after split | train / eval mixed | train share | prepared train / eval |\n|---|---|---|---|---|---|---|---|---|---|"
+        );
+        for src in &r.sources {
+            let sizing = match (src.weight, src.max_rows) {
+                (Some(w), _) => format!("weight {w}"),
+                (None, Some(n)) => format!("max_rows {n}"),
+                (None, None) => "all rows".to_string(),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {sizing} | {} | {} | {} | {} | {} / {} | {} / {} | {:.3} | {} / {} |",
+                src.name,
+                src.rows_loaded,
+                src.bad_rows,
+                src.rows_cleaned,
+                src.rows_kept,
+                src.train_rows_split,
+                src.eval_rows_split,
+                src.train_rows,
+                src.eval_rows,
+                src.train_share,
+                src.prepared_train,
+                src.prepared_eval
+            );
         }
     }
     if let Some(n) = r.limited_to {
@@ -500,7 +638,10 @@ pub fn report_markdown(r: &PrepareReport) -> String {
         l.max_length, l.policy, r.stats_train.over_max_length, r.stats_eval.over_max_length
     );
     let _ = writeln!(s, "- Truncated: {}; dropped: {}; dropped because the prompt alone is too long: {}.", l.truncated.len(), l.dropped.len(), l.dropped_prompt_too_long.len());
-    for x in l.truncated.iter().chain(&l.dropped).chain(&l.dropped_prompt_too_long).take(20) {
+    if l.policy == "sliding_window" {
+        let _ = writeln!(s, "- Cut into sliding windows: {} examples, {} windows in all (each answer token learned in one window).", l.windowed.len(), l.windows_made);
+    }
+    for x in l.truncated.iter().chain(&l.windowed).chain(&l.dropped).chain(&l.dropped_prompt_too_long).take(20) {
         let _ = writeln!(s, "  - {x}");
     }
     let _ = writeln!(s, "- Suggested max_length: {} holds 99% of rows, {} holds all.", l.suggested_max_length_p99, l.suggested_max_length_all);
@@ -524,9 +665,12 @@ pub fn show_examples(out: &PrepareOutput, n: usize) -> String {
             for (i, &id) in ex.enc.input_ids.iter().enumerate() {
                 let _ = writeln!(s, "  {i:>5} {id:>7} {:<24}", format!("{:?}", piece(id)));
             }
-            let _ = writeln!(s, "  decoder labels:");
-            for (i, &id) in ex.enc.labels.iter().enumerate() {
-                let _ = writeln!(s, "  {i:>5} {id:>7} {:<24} learn", format!("{:?}", piece(id as u32)));
+            let _ = writeln!(s, "  decoder targets:");
+            // A sliding window's decoder reads its whole span; the part an earlier window learned is context.
+            let reads = ex.enc.decoder_reads.as_ref().unwrap_or(&ex.enc.labels);
+            for (i, (&id, &l)) in reads.iter().zip(&ex.enc.labels).enumerate() {
+                let mark = if l == IGNORE_INDEX { "·" } else { "learn" };
+                let _ = writeln!(s, "  {i:>5} {id:>7} {:<24} {mark}", format!("{:?}", piece(id as u32)));
             }
         } else {
             for (i, (&id, &l)) in ex.enc.input_ids.iter().zip(&ex.enc.labels).enumerate() {
@@ -547,6 +691,8 @@ pub fn summary_line(r: &PrepareReport) -> String {
         "pii_replaced": r.pii.total(),
         "duplicates_removed": r.dedup.exact.len() + r.dedup.near.len(),
         "suggested_max_length": r.length.suggested_max_length_p99,
+        "windows_made": r.length.windows_made,
+        "sources": r.sources.iter().map(|s| (s.name.clone(), json!({"train": s.prepared_train, "eval": s.prepared_eval}))).collect::<serde_json::Map<_, _>>(),
         "seconds": r.seconds.get("total"),
     })
     .to_string()

@@ -26,6 +26,10 @@ pub struct Batch {
     pub input_ids: Tensor,
     pub attention_mask: Tensor,
     pub labels: Tensor,
+    /// Encoder-decoder only, when some example is a sliding window: the targets the decoder reads
+    /// (shifted right), [b, t], where `labels` masks the context an earlier window learned.
+    /// `None`: the decoder reads `labels`.
+    pub decoder_reads: Option<Tensor>,
     /// Labels the loss counts (decoder-only: after the first position, which predicts nothing).
     pub n_targets: i64,
     pub n_tokens: i64,
@@ -131,7 +135,8 @@ impl Model for T5 {
         ModelKind::Seq2Seq
     }
     fn loss_sum(&self, batch: &Batch, train: bool) -> Result<(Tensor, i64)> {
-        T5::loss_sum(self, &batch.input_ids, &batch.attention_mask, &batch.labels, train)
+        let reads = batch.decoder_reads.as_ref().unwrap_or(&batch.labels);
+        T5::loss_sum_reading(self, &batch.input_ids, &batch.attention_mask, reads, &batch.labels, train)
     }
     fn set_loss_chunk(&mut self, tokens: usize) {
         self.loss_chunk = tokens;

@@ -687,8 +687,15 @@ impl T5 {
     /// `labels=` is this sum divided by the count. The head runs only where a label exists.
     /// input_ids, attention_mask: [b, s]; labels: [b, t] with -100 where there is no target.
     pub fn loss_sum(&self, input_ids: &Tensor, attention_mask: &Tensor, labels: &Tensor, train: bool) -> Result<(Tensor, i64)> {
+        self.loss_sum_reading(input_ids, attention_mask, labels, labels, train)
+    }
+
+    /// As `loss_sum`, with the decoder reading `decoder_reads` shifted right instead of the labels:
+    /// a sliding window reads its whole target span but learns only the part no earlier window
+    /// learned. decoder_reads, labels: [b, t].
+    pub fn loss_sum_reading(&self, input_ids: &Tensor, attention_mask: &Tensor, decoder_reads: &Tensor, labels: &Tensor, train: bool) -> Result<(Tensor, i64)> {
         let enc = self.encode(input_ids, attention_mask, train); // [b, s, d]
-        let dec_in = shift_right(labels, self.cfg.decoder_start_token_id, self.cfg.pad_token_id); // [b, t]
+        let dec_in = shift_right(decoder_reads, self.cfg.decoder_start_token_id, self.cfg.pad_token_id); // [b, t]
         let hidden = self.decode(&dec_in, &enc, attention_mask, None, train); // [b, t, d]
         let targets = labels.reshape([-1]); // [bt]
         let idx = targets.ne(-100).nonzero().squeeze_dim(-1); // [n]

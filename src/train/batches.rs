@@ -22,6 +22,12 @@ pub struct TrainExample {
     pub prompt: String,
     #[serde(default)]
     pub output: String,
+    /// The `data.mix` source; empty for a single source.
+    #[serde(default)]
+    pub source: String,
+    /// Seq2seq sliding windows: the target span the decoder reads (see `Encoded::decoder_reads`).
+    #[serde(default)]
+    pub decoder_reads: Option<Vec<i64>>,
 }
 
 pub fn read_prepared(path: &Path) -> Result<Vec<TrainExample>> {
@@ -94,10 +100,13 @@ pub fn collate(examples: &[&TrainExample], pad_id: i64, kind: ModelKind, device:
     let (input_ids, attention_mask) = pad(examples.iter().map(|e| e.input_ids.as_slice()).collect(), pad_id);
     // Decoder-only labels have their ids' lengths, so they pad to the same width.
     let (labels, _) = pad(examples.iter().map(|e| e.labels.as_slice()).collect(), -100);
+    // Padded like the labels (-100 becomes pad in the shifted decoder input).
+    let decoder_reads = (kind == ModelKind::Seq2Seq && examples.iter().any(|e| e.decoder_reads.is_some()))
+        .then(|| pad(examples.iter().map(|e| e.decoder_reads.as_deref().unwrap_or(&e.labels)).collect(), -100).0);
     let skip = if kind == ModelKind::Causal { 1 } else { 0 };
     let n_targets = examples.iter().map(|e| e.labels.iter().skip(skip).filter(|&&l| l != -100).count() as i64).sum();
     let n_tokens = examples.iter().map(|e| (e.input_ids.len() + if kind == ModelKind::Seq2Seq { e.labels.len() } else { 0 }) as i64).sum();
-    Batch { input_ids, attention_mask, labels, n_targets, n_tokens }
+    Batch { input_ids, attention_mask, labels, decoder_reads, n_targets, n_tokens }
 }
 
 #[cfg(test)]
@@ -138,8 +147,8 @@ mod tests {
 
     #[test]
     fn collate_pads_right_and_masks_labels() {
-        let e1 = TrainExample { input_ids: vec![1, 2, 3], labels: vec![-100, 2, 3], group: String::new(), prompt: String::new(), output: String::new() };
-        let e2 = TrainExample { input_ids: vec![4], labels: vec![4], group: String::new(), prompt: String::new(), output: String::new() };
+        let e1 = TrainExample { input_ids: vec![1, 2, 3], labels: vec![-100, 2, 3], group: String::new(), prompt: String::new(), output: String::new(), source: String::new(), decoder_reads: None };
+        let e2 = TrainExample { input_ids: vec![4], labels: vec![4], group: String::new(), prompt: String::new(), output: String::new(), source: String::new(), decoder_reads: None };
         let b = collate(&[&e1, &e2], 0, ModelKind::Causal, Device::Cpu);
         assert_eq!(b.input_ids.size(), [2, 3]);
         assert_eq!(Vec::<i64>::try_from(&b.input_ids.view([-1])).unwrap(), vec![1, 2, 3, 4, 0, 0]);
@@ -150,8 +159,8 @@ mod tests {
 
     #[test]
     fn collate_pads_seq2seq_sources_and_targets_apart() {
-        let e1 = TrainExample { input_ids: vec![5, 6, 1], labels: vec![7, 1], group: String::new(), prompt: String::new(), output: String::new() };
-        let e2 = TrainExample { input_ids: vec![8, 1], labels: vec![9, 10, 11, 1], group: String::new(), prompt: String::new(), output: String::new() };
+        let e1 = TrainExample { input_ids: vec![5, 6, 1], labels: vec![7, 1], group: String::new(), prompt: String::new(), output: String::new(), source: String::new(), decoder_reads: None };
+        let e2 = TrainExample { input_ids: vec![8, 1], labels: vec![9, 10, 11, 1], group: String::new(), prompt: String::new(), output: String::new(), source: String::new(), decoder_reads: None };
         let b = collate(&[&e1, &e2], 0, ModelKind::Seq2Seq, Device::Cpu);
         assert_eq!(b.input_ids.size(), [2, 3]);
         assert_eq!(b.labels.size(), [2, 4]);
