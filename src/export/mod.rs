@@ -86,6 +86,7 @@ pub struct ExportReport {
 /// The llama.cpp architecture of a config, or why it cannot be exported.
 fn gguf_arch(config: &Json, dir: &Path) -> Result<&'static str> {
     let arch = config.pointer("/architectures/0").and_then(Json::as_str).unwrap_or_default();
+    let arch = if arch.is_empty() && config.get("model_type").and_then(Json::as_str) == Some("t5") { "T5ForConditionalGeneration" } else { arch };
     Ok(match arch {
         "Qwen3ForCausalLM" => "qwen3",
         "Qwen2ForCausalLM" => "qwen2",
