@@ -8,7 +8,7 @@
 #      f32, f16 and q8_0: llama-simple's greedy continuation of a chat prompt against
 #      `steptune generate`'s on the checkpoint, token by token through their text;
 #   2. the quickstart's trained model (`steptune run`, full fine-tuning with its own BPE
-#      tokenizer, exported with --tokenizer-pre gpt2): llama-simple's answer to a held-out
+#      tokenizer, exported with --tokenizer-pre gpt-2): llama-simple's answer to a held-out
 #      paraphrase against steptune's.
 # Prints one line per file and exits 1 when any differs or llama.cpp fails to load one.
 #
@@ -40,7 +40,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/gguf-live.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 fail=0
 PROMPT_USER="How do I reset my password in the xx app?"
-chatml() { printf '<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n' "$1"; }
+# The rendered chat prompt in variable $1 (printf -v: $(...) would drop the trailing newlines).
+chatml() { printf -v "$1" '<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n' "$2"; }
 
 # llama-simple prints the prompt's pieces, then the continuation; keep what follows the prompt.
 llama_continuation() { # FILE PROMPT N
@@ -53,8 +54,10 @@ steptune_continuation() { # MODEL_DIR ADAPTER PROMPT_USER N
   [ -n "$2" ] && args+=(--adapter "$2")
   "$BIN" "${args[@]}" 2>/dev/null | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["text"], end="")'
 }
+trim() { local s=$1; s=${s#"${s%%[![:space:]]*}"}; printf '%s' "${s%"${s##*[![:space:]]}"}"; }
+# steptune generate's `text` is trimmed; llama-simple prints the pieces as they are.
 compare() { # LABEL LLAMA_TEXT STEPTUNE_TEXT
-  if [ "$2" == "$3" ]; then
+  if [ "$(trim "$2")" == "$(trim "$3")" ]; then
     printf 'ok    %-28s %s\n' "$1" "$(printf '%s' "$2" | head -c 60 | tr '\n' ' ')"
   else
     printf 'DIFF  %-28s llama.cpp: %q\n      %-28s steptune:  %q\n' "$1" "$2" "" "$3"
@@ -70,7 +73,8 @@ for name in qwen3_tied qwen3_untied qwen2 llama qwen3_lora; do
   for ot in f32 f16 q8_0; do
     f=$work/out/$name.$ot.gguf
     "$BIN" export --model "$model" ${adapter:+--adapter "$adapter"} --outtype "$ot" --out "$f" 2>/dev/null
-    got=$(llama_continuation "$f" "$(chatml "$PROMPT_USER")" 16) || { fail=1; continue; }
+    chatml prompt "$PROMPT_USER"
+    got=$(llama_continuation "$f" "$prompt" 16) || { fail=1; continue; }
     if [ "$ot" == f32 ]; then compare "$name $ot" "$got" "$want"; else printf 'ran   %-28s %s\n' "$name $ot" "$(printf '%s' "$got" | head -c 60 | tr '\n' ' ')"; fi
   done
 done
@@ -78,13 +82,14 @@ done
 # The quickstart's trained model: a real steptune result in llama.cpp.
 run=${QUICKSTART_RUN:-}
 if [ -z "$run" ]; then
-  (cd "$work" && "$OLDPWD/$BIN" run >/dev/null 2>&1) || { echo "the quickstart run failed" >&2; exit 1; }
-  run=$work/runs/quickstart
+  run=$work/quickstart
+  "$BIN" run --set output_dir="$run" >"$work/quickstart.log" 2>&1 || { echo "the quickstart run failed: $(tail -n5 "$work/quickstart.log")" >&2; exit 1; }
 fi
 q=$("$PY" -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["prompt"])' "$run/prepared/eval.jsonl" 2>/dev/null || echo "$PROMPT_USER")
-"$BIN" export --run "$run" --outtype f32 --tokenizer-pre gpt2 --out "$work/out/quickstart.f32.gguf" 2>/dev/null
+"$BIN" export --run "$run" --outtype f32 --tokenizer-pre gpt-2 --out "$work/out/quickstart.f32.gguf" 2>/dev/null
 want=$(steptune_continuation "$run/model" "" "$q" 64)
-got=$(llama_continuation "$work/out/quickstart.f32.gguf" "$(chatml "$q")" 64) || fail=1
+chatml prompt "$q"
+got=$(llama_continuation "$work/out/quickstart.f32.gguf" "$prompt" 64) || fail=1
 compare "quickstart f32" "$got" "$want"
 echo "prompt: $q"
 printf 'llama.cpp answer:\n%s\n' "$got"

@@ -317,6 +317,26 @@ fn modelfile_and_refusals() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("model.layers.1.mlp.up_proj.weight") && err.contains("NaN"), "{err}");
     assert!(!bad_out.exists() && !tmp.path().join("bad.gguf.partial").exists());
+    // A tokenizer llama.cpp does not know (one steptune trained, as the quickstart's) is refused
+    // as the converter refuses it, unless --tokenizer-pre names a pre-tokenizer llama.cpp has.
+    let own = tmp.path().join("own_tok");
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::copy(dir.join("config.json"), own.join("config.json")).unwrap();
+    std::fs::copy(dir.join("model.safetensors"), own.join("model.safetensors")).unwrap();
+    let texts = ["Open the app and tap Settings.", "Tap Forgot Password, then enter your email.", "How do I reset my password?"];
+    steptune::model::tokenizer::TokenizerBundle::train_bpe(texts.iter().copied(), 300, 1).unwrap().save(&own).unwrap();
+    let own_out = tmp.path().join("own.gguf");
+    let o = steptune(&["export", "--model", own.to_str().unwrap(), "--out", own_out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("does not know this BPE pre-tokenizer") && err.contains("--tokenizer-pre"), "{err}");
+    let o = steptune(&["export", "--model", own.to_str().unwrap(), "--out", own_out.to_str().unwrap(), "--tokenizer-pre", "gpt2"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no pre-tokenizer of that name"));
+    let o = steptune(&["export", "--model", own.to_str().unwrap(), "--out", own_out.to_str().unwrap(), "--tokenizer-pre", "gpt-2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let d = describe(&std::fs::read(&own_out).unwrap());
+    let kv = |k: &str| d.kv.iter().find(|e| e["key"] == k).cloned().unwrap();
+    assert_eq!(kv("tokenizer.ggml.pre")["value"], "gpt-2");
+    assert_eq!(kv("tokenizer.ggml.tokens")["len"], 151936, "every id up to the config's vocab_size, [PAD<id>] past the tokenizer's");
     // An adapter for another model: the mismatch is named.
     let o = steptune(&["export", "--model", dir.to_str().unwrap(), "--adapter", root().join("tests/fixtures/models/qwen3_a/adapter").to_str().unwrap(), "--out", bad_out.to_str().unwrap()]);
     assert!(!o.status.success(), "a 64-wide adapter on a 32-wide model must fail");

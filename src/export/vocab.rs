@@ -60,14 +60,23 @@ pub fn keys(dir: &Path, vocab_size: usize, pre: Option<&str>) -> Result<Vec<(Str
     let tc = read_json(&dir.join("tokenizer_config.json"))?;
 
     let pre = match pre {
-        Some(p) => p.to_string(),
+        Some(p) => {
+            let known: Vec<&str> = PRE_TABLE.lines().filter(|l| !l.starts_with('#') && !l.starts_with("chktxt")).filter_map(|l| l.split_once('\t')).map(|(_, n)| n).chain(["gpt-2", "default"]).collect();
+            if !known.contains(&p) {
+                let mut names = known.clone();
+                names.sort_unstable();
+                names.dedup();
+                bail!("--tokenizer-pre {p}: llama.cpp has no pre-tokenizer of that name (known: {})", names.join(", "));
+            }
+            p.to_string()
+        }
         None => {
             let h = chkhsh(&tok)?;
             match pre_name(&h) {
                 Some(n) => n.to_string(),
                 None => bail!(
                     "{}: llama.cpp does not know this BPE pre-tokenizer (chkhsh {h}), so its converter refuses it too; \
-                     if you know which of llama.cpp's pre-tokenizers it behaves as (Qwen: qwen2, Llama 3: llama-bpe), \
+                     if you know which of llama.cpp's pre-tokenizers it behaves as (Qwen: qwen2, Llama 3: llama-bpe, a byte-level BPE with GPT-2's split: gpt-2), \
                      pass --tokenizer-pre NAME",
                     tj_path.display()
                 ),
