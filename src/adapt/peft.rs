@@ -105,8 +105,9 @@ pub fn save_adapter(model: &dyn Model, spec: &LoraSpec, base_model: &str, dir: &
     crate::run::write_atomic(&dir.join("adapter_config.json"), serde_json::to_string_pretty(&adapter_config(spec, base_model, model.peft_task_type()))?.as_bytes())
 }
 
-/// Reads a PEFT LoRA adapter (written by peft or by steptune) and attaches it to `model`.
-pub fn load_adapter(model: &mut dyn Model, dir: &Path) -> Result<LoraSpec> {
+/// Reads and checks `adapter_config.json`: a LoRA adapter steptune can apply (no DoRA, rsLoRA,
+/// fan-in-fan-out or regex targets).
+pub fn read_adapter_config(dir: &Path) -> Result<LoraSpec> {
     let cfg_path = dir.join("adapter_config.json");
     let cfg: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).with_context(|| format!("cannot read {}", cfg_path.display()))?)
         .with_context(|| format!("{} is not valid JSON", cfg_path.display()))?;
@@ -126,7 +127,13 @@ pub fn load_adapter(model: &mut dyn Model, dir: &Path) -> Result<LoraSpec> {
         Some(Value::String(s)) => bail!("{}: target_modules as a regex (`{s}`) is not supported; list the module names", cfg_path.display()),
         _ => bail!("{}: no target_modules", cfg_path.display()),
     };
-    let spec = LoraSpec { r, alpha, dropout, targets };
+    Ok(LoraSpec { r, alpha, dropout, targets })
+}
+
+/// Reads a PEFT LoRA adapter (written by peft or by steptune) and attaches it to `model`.
+pub fn load_adapter(model: &mut dyn Model, dir: &Path) -> Result<LoraSpec> {
+    let spec = read_adapter_config(dir)?;
+    let (r, alpha, dropout) = (spec.r, spec.alpha, spec.dropout);
     let (kind, device) = (model.kind(), model.device());
     let mut w = weights::read_file(&dir.join("adapter_model.safetensors"), Some(kind), device, &|_| true)?;
     freeze_base(model);

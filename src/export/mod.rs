@@ -190,19 +190,7 @@ struct Adapter {
 }
 
 fn read_adapter(dir: &Path) -> Result<Adapter> {
-    let cfg_path = dir.join("adapter_config.json");
-    let cfg: Json = serde_json::from_str(&std::fs::read_to_string(&cfg_path).with_context(|| format!("cannot read {}", cfg_path.display()))?)
-        .with_context(|| format!("{} is not valid JSON", cfg_path.display()))?;
-    if cfg.get("peft_type").and_then(Json::as_str) != Some("LORA") {
-        bail!("{}: only LoRA adapters can be merged (peft_type {:?})", cfg_path.display(), cfg.get("peft_type"));
-    }
-    for flag in ["use_dora", "use_rslora", "fan_in_fan_out"] {
-        if cfg.get(flag).and_then(Json::as_bool) == Some(true) {
-            bail!("{}: `{flag}: true` is not supported", cfg_path.display());
-        }
-    }
-    let r = cfg.get("r").and_then(Json::as_f64).with_context(|| format!("{}: no `r`", cfg_path.display()))?;
-    let alpha = cfg.get("lora_alpha").and_then(Json::as_f64).with_context(|| format!("{}: no `lora_alpha`", cfg_path.display()))?;
+    let spec = crate::adapt::peft::read_adapter_config(dir)?;
     let w = weights::read_file(&dir.join("adapter_model.safetensors"), Some(Kind::Float), tch::Device::Cpu, &|_| true)?;
     let mut a_parts: HashMap<String, Tensor> = HashMap::new();
     let mut b_parts: HashMap<String, Tensor> = HashMap::new();
@@ -225,7 +213,7 @@ fn read_adapter(dir: &Path) -> Result<Adapter> {
     if let Some(m) = b_parts.keys().next() {
         bail!("{}: {m} has lora_B but no lora_A", dir.display());
     }
-    Ok(Adapter { pairs, scaling: alpha / r })
+    Ok(Adapter { pairs, scaling: spec.alpha / spec.r as f64 })
 }
 
 /// `permute(w, n_head)` of the converter for Llama's q/k: rows regrouped from HF's rotate-half
