@@ -2,7 +2,9 @@
 pub mod dedup;
 pub mod load;
 pub mod pii;
+pub mod pii_indonesia;
 pub mod prepare;
+pub mod review;
 pub mod split;
 pub mod stats;
 pub mod steps;
@@ -22,4 +24,8 @@ pub struct Example {
     pub at: RowRef,
     /// 0 for an original row; k for the k-th oversampled copy.
     pub copy: usize,
+    /// The source column (`synthetic` for rows `steptune augment` wrote).
+    pub source: Option<String>,
+    /// The review id: a hash of the row's prompt and output as the file holds them.
+    pub review_id: String,
 }

@@ -14,7 +14,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::dedup::{dedup, text_key, DedupReport};
-use super::load::{describe_errors, load_file, ColumnsUsed, RawOutput, RowError};
+use super::load::{describe_errors, load_file, ColumnsUsed, RawOutput, RawRow, RowError};
+use super::review::{self, ReviewReport, Reviews, REVIEW_FILE};
 use super::pii::{PiiCounts, PiiOptions, PiiScrubber};
 use super::split::{oversample, split, SplitReport};
 use super::stats::{round_up, split_stats, SplitStats};
@@ -76,6 +77,8 @@ pub struct PrepareReport {
     pub dropped_no_steps: usize,
     pub pii: PiiCounts,
     pub dedup: DedupReport,
+    /// Reviewers' decisions on the rows that need them (`data.require_review`).
+    pub review: ReviewReport,
     pub split: SplitReport,
     pub length: LengthPolicyReport,
     pub stats_train: SplitStats,
@@ -98,117 +101,52 @@ impl Timer {
     }
 }
 
-/// Runs the data stage and writes its files into the run folder.
+/// Runs the data stage and writes its files into the run folder (where it also finds the
+/// reviewers' decisions, `review.jsonl`).
 pub fn run(recipe: &LoadedRecipe, run: &RunDir) -> Result<PrepareOutput> {
-    let out = prepare(recipe)?;
+    let out = prepare_in(recipe, &run.root)?;
     write_outputs(run, &out)?;
     Ok(out)
 }
 
-/// The data stage without writing anything (tests and benchmarks call this).
+/// The data stage without writing anything (tests and benchmarks call this); review decisions
+/// come from the recipe's output folder.
 pub fn prepare(recipe: &LoadedRecipe) -> Result<PrepareOutput> {
+    prepare_in(recipe, &recipe.output_dir())
+}
+
+/// The data stage with the review decisions of the run folder `run_root`.
+pub fn prepare_in(recipe: &LoadedRecipe, run_root: &Path) -> Result<PrepareOutput> {
     let r = &recipe.recipe;
     let d = &r.data;
     let mut report = PrepareReport::default();
     let mut t = Timer(Instant::now());
     let t0 = Instant::now();
 
-    // 1. Load and check every row of every file.
-    let mut raw = Vec::new();
-    for f in &d.files {
-        let path = recipe.resolve(f).with_context(|| format!("data.files: {}", f.display()))?;
-        let loaded = load_file(&path, d.format, &d.columns)?;
-        report.files.push(FileReport {
-            file: path.display().to_string(),
-            format: loaded.format,
-            rows: loaded.rows.len() + loaded.errors.len(),
-            bad_rows: loaded.errors.len(),
-            columns: loaded.columns.clone(),
-        });
-        raw.extend(loaded.rows);
-        report.bad_rows.extend(loaded.errors);
-    }
-    report.rows_loaded = raw.len() + report.bad_rows.len();
-    if !report.bad_rows.is_empty() && d.on_bad_row == BadRows::Error {
-        bail!(
-            "{} of {} rows failed validation:\n{}\nFix these rows, or set `data.on_bad_row: skip` to leave them out (they are then listed in prepare_report.md).",
-            report.bad_rows.len(),
-            report.rows_loaded,
-            describe_errors(&report.bad_rows, 20)
-        );
-    }
-    if let Some(n) = d.limit {
-        if raw.len() > n {
-            raw.truncate(n);
-            report.limited_to = Some(n);
-        }
-    }
+    let raw = load_rows(recipe, &mut report)?;
     t.lap(&mut report.seconds, "load");
-
-    // 2. Normalise outputs to numbered steps and scrub personal data.
-    let names = match &d.pii.names_file {
-        Some(p) => {
-            let path = recipe.resolve(p).context("data.pii.names_file")?;
-            std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read names file {}", path.display()))?
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string)
-                .collect()
-        }
-        None => Vec::new(),
-    };
-    let scrubber = d.pii.enabled.then(|| {
-        PiiScrubber::new(&PiiOptions { email: d.pii.email, phone: d.pii.phone, card: d.pii.card, ip: d.pii.ip, names })
-    });
-    let mut examples = Vec::with_capacity(raw.len());
-    for row in raw {
-        let (output, shape) = match (&row.output, d.normalize_steps) {
-            (RawOutput::List(items), _) => {
-                let n = normalise_list(items);
-                (n.text, n.shape)
-            }
-            (RawOutput::Text(text), true) => {
-                let n = normalise_text(text, d.step_style);
-                (n.text, n.shape)
-            }
-            (RawOutput::Text(text), false) => (text.trim().to_string(), StepShape::NoSteps),
-        };
-        let shape_name = serde_json::to_value(&shape).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        *report.output_shapes.entry(shape_name).or_default() += 1;
-        if shape == StepShape::NoSteps && d.normalize_steps && d.on_no_steps == NoSteps::Drop {
-            report.dropped_no_steps += 1;
-            continue;
-        }
-        let (prompt, output) = match &scrubber {
-            Some(s) => {
-                let (p, c1) = s.scrub(row.prompt.trim());
-                let (o, c2) = s.scrub(&output);
-                report.pii.add(&c1);
-                report.pii.add(&c2);
-                (p, o)
-            }
-            None => (row.prompt.trim().to_string(), output),
-        };
-        let group = match (d.group_by, &row.group) {
-            (GroupBy::Output, _) | (GroupBy::Auto, None) => text_key(&output),
-            (_, Some(g)) => g.clone(),
-            (GroupBy::Column, None) => bail!("{}: no group value, but `data.group_by` is `column`; fill the group column or use group_by: auto", row.at),
-        };
-        let file_stem = Path::new(&row.at.file).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let id = row.id.clone().unwrap_or_else(|| format!("{file_stem}:{}", row.at.row));
-        examples.push(Example { id, prompt, output, group, at: row.at, copy: 0 });
-    }
-    if examples.is_empty() {
-        bail!("no usable rows are left after cleaning (loaded {}, dropped without steps {})", report.rows_loaded, report.dropped_no_steps);
-    }
+    let examples = clean_rows(recipe, raw, &mut report)?;
     t.lap(&mut report.seconds, "normalise_and_scrub");
 
-    // 3. Deduplicate, then split by paraphrase and oversample rare train groups.
+    // 3. Deduplicate, then split by paraphrase, hold back train rows that need a reviewer's
+    // approval, and oversample rare train groups.
     let (examples, dedup_report) = dedup(examples, d.dedup.exact, d.dedup.near_threshold);
     report.dedup = dedup_report;
     let (train, eval, mut split_report) = split(examples, &d.split, r.seed);
+    let reviews = Reviews::read(&run_root.join(REVIEW_FILE))?;
+    let (train, review_report) = review::apply(train, &eval, d.require_review, reviews.as_ref());
+    report.review = review_report;
+    split_report.train_rows = train.len();
+    if train.is_empty() {
+        bail!(
+            "no train rows are left after review: {} rows need approval and none is approved ({} rejected, {} pending). \
+             Write a sheet with `steptune review export`, have it filled, read it back with `steptune review import`, \
+             or set `data.require_review: false`",
+            report.review.train.total(),
+            report.review.train.rejected,
+            report.review.train.pending
+        );
+    }
     let train = oversample(train, d.oversample_min_rows, r.seed, &mut split_report);
     report.split = split_report;
     t.lap(&mut report.seconds, "dedup_and_split");
@@ -342,6 +280,126 @@ pub fn prepare(recipe: &LoadedRecipe) -> Result<PrepareOutput> {
     Ok(PrepareOutput { train, eval, report, tokenizer })
 }
 
+/// 1. Loads and checks every row of every file (`steptune review` reads the same rows).
+pub fn load_rows(recipe: &LoadedRecipe, report: &mut PrepareReport) -> Result<Vec<RawRow>> {
+    let d = &recipe.recipe.data;
+    let mut raw = Vec::new();
+    for f in &d.files {
+        let path = recipe.resolve(f).with_context(|| format!("data.files: {}", f.display()))?;
+        let loaded = load_file(&path, d.format, &d.columns)?;
+        report.files.push(FileReport {
+            file: path.display().to_string(),
+            format: loaded.format,
+            rows: loaded.rows.len() + loaded.errors.len(),
+            bad_rows: loaded.errors.len(),
+            columns: loaded.columns.clone(),
+        });
+        raw.extend(loaded.rows);
+        report.bad_rows.extend(loaded.errors);
+    }
+    report.rows_loaded = raw.len() + report.bad_rows.len();
+    if !report.bad_rows.is_empty() && d.on_bad_row == BadRows::Error {
+        bail!(
+            "{} of {} rows failed validation:\n{}\nFix these rows, or set `data.on_bad_row: skip` to leave them out (they are then listed in prepare_report.md).",
+            report.bad_rows.len(),
+            report.rows_loaded,
+            describe_errors(&report.bad_rows, 20)
+        );
+    }
+    if let Some(n) = d.limit {
+        if raw.len() > n {
+            raw.truncate(n);
+            report.limited_to = Some(n);
+        }
+    }
+    Ok(raw)
+}
+
+/// 2. Normalises outputs to numbered steps and scrubs personal data; each example keeps the
+/// review id of the row as the file holds it, so a reviewer's decision survives changes to
+/// the cleaning.
+pub fn clean_rows(recipe: &LoadedRecipe, raw: Vec<RawRow>, report: &mut PrepareReport) -> Result<Vec<Example>> {
+    let d = &recipe.recipe.data;
+    let names = match &d.pii.names_file {
+        Some(p) => {
+            let path = recipe.resolve(p).context("data.pii.names_file")?;
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read names file {}", path.display()))?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let scrubber = d.pii.enabled.then(|| {
+        let p = &d.pii;
+        PiiScrubber::new(&PiiOptions {
+            email: p.email,
+            phone: p.phone,
+            card: p.card,
+            ip: p.ip,
+            nik: p.nik,
+            npwp: p.npwp,
+            bank_account: p.bank_account,
+            name_markers: p.name_markers,
+            names,
+        })
+    });
+    let mut examples = Vec::with_capacity(raw.len());
+    for row in raw {
+        let (output, shape) = match (&row.output, d.normalize_steps) {
+            (RawOutput::List(items), _) => {
+                let n = normalise_list(items);
+                (n.text, n.shape)
+            }
+            (RawOutput::Text(text), true) => {
+                let n = normalise_text(text, d.step_style);
+                (n.text, n.shape)
+            }
+            (RawOutput::Text(text), false) => (text.trim().to_string(), StepShape::NoSteps),
+        };
+        let shape_name = serde_json::to_value(&shape).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        *report.output_shapes.entry(shape_name).or_default() += 1;
+        if shape == StepShape::NoSteps && d.normalize_steps && d.on_no_steps == NoSteps::Drop {
+            report.dropped_no_steps += 1;
+            continue;
+        }
+        let (prompt, output) = match &scrubber {
+            Some(s) => {
+                let (p, c1) = s.scrub(row.prompt.trim());
+                let (o, c2) = s.scrub(&output);
+                report.pii.add(&c1);
+                report.pii.add(&c2);
+                (p, o)
+            }
+            None => (row.prompt.trim().to_string(), output),
+        };
+        let group = match (d.group_by, &row.group) {
+            (GroupBy::Output, _) | (GroupBy::Auto, None) => text_key(&output),
+            (_, Some(g)) => g.clone(),
+            (GroupBy::Column, None) => bail!("{}: no group value, but `data.group_by` is `column`; fill the group column or use group_by: auto", row.at),
+        };
+        let file_stem = Path::new(&row.at.file).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let id = row.id.clone().unwrap_or_else(|| format!("{file_stem}:{}", row.at.row));
+        let review_id = review::row_id(row.prompt.trim(), &raw_output_text(&row.output));
+        examples.push(Example { id, prompt, output, group, at: row.at, copy: 0, source: row.source, review_id });
+    }
+    if examples.is_empty() {
+        bail!("no usable rows are left after cleaning (loaded {}, dropped without steps {})", report.rows_loaded, report.dropped_no_steps);
+    }
+    Ok(examples)
+}
+
+/// The output as the file holds it: the text, or the steps one per line.
+fn raw_output_text(output: &RawOutput) -> String {
+    match output {
+        RawOutput::Text(t) => t.trim().to_string(),
+        RawOutput::List(items) => items.iter().map(|s| s.trim()).collect::<Vec<_>>().join("\n"),
+    }
+}
+
 /// The length `max_length` bounds: the one sequence (chat), or the longer side (seq2seq).
 fn limited_len(kind: ModelKind, e: &Encoded) -> usize {
     match kind {
@@ -459,8 +517,8 @@ pub fn report_markdown(r: &PrepareReport) -> String {
     let _ = writeln!(s, "- Dropped for having no steps: {}.", r.dropped_no_steps);
     let _ = writeln!(
         s,
-        "- Personal data replaced: {} e-mail, {} phone, {} card, {} IP, {} name.",
-        r.pii.email, r.pii.phone, r.pii.card, r.pii.ip, r.pii.name
+        "- Personal data replaced: {} e-mail, {} phone, {} card, {} IP, {} name, {} NIK, {} NPWP, {} bank account.",
+        r.pii.email, r.pii.phone, r.pii.card, r.pii.ip, r.pii.name, r.pii.nik, r.pii.npwp, r.pii.bank_account
     );
     let _ = writeln!(
         s,
@@ -471,6 +529,11 @@ pub fn report_markdown(r: &PrepareReport) -> String {
     );
     for d in r.dedup.exact.iter().chain(&r.dedup.near).take(10) {
         let _ = writeln!(s, "  - {} duplicates {} (similarity {:.2})", d.removed, d.kept, d.similarity);
+    }
+    if let Some(line) = review::review_summary(&r.review) {
+        let _ = writeln!(s, "\n## Review\n");
+        let _ = writeln!(s, "- {line}.");
+        let _ = writeln!(s, "- Synthetic rows: {}. Decisions come from `review.jsonl` (`steptune review import`).", r.review.synthetic_rows);
     }
     let sp = &r.split;
     let _ = writeln!(s, "\n## Split\n");
@@ -545,6 +608,7 @@ pub fn summary_line(r: &PrepareReport) -> String {
         "eval_rows": r.split.eval_rows,
         "groups": r.split.groups,
         "pii_replaced": r.pii.total(),
+        "review_train": {"approved": r.review.train.approved, "rejected": r.review.train.rejected, "pending": r.review.train.pending, "enforced_on": r.review.enforced_on},
         "duplicates_removed": r.dedup.exact.len() + r.dedup.near.len(),
         "suggested_max_length": r.length.suggested_max_length_p99,
         "seconds": r.seconds.get("total"),
