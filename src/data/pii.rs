@@ -781,6 +781,51 @@ mod tests {
         assert_eq!(scrub("(415").0, "(415");
     }
 
+    /// Every line of `tests/fixtures/pii_corpus.jsonl` (Indonesian and English support texts):
+    /// the scrubbed text and the kind of every replacement, and the procedure content that must
+    /// stay as it is.
+    #[test]
+    fn indonesian_and_english_corpus() {
+        let corpus = include_str!("../../tests/fixtures/pii_corpus.jsonl");
+        let scrubber = all(&[]);
+        let mut failures = Vec::new();
+        let mut kinds_seen = std::collections::BTreeSet::new();
+        let (mut lines, mut untouched) = (0, 0);
+        for (i, line) in corpus.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("pii_corpus.jsonl line {}: {e}", i + 1));
+            let text = v["text"].as_str().expect("text");
+            let expected = v["scrubbed"].as_str().expect("scrubbed");
+            let mut want = PiiCounts::default();
+            for kind in v["kinds"].as_array().expect("kinds") {
+                let kind = kind.as_str().expect("kind");
+                kinds_seen.insert(kind.to_string());
+                match kind {
+                    "email" => want.email += 1,
+                    "phone" => want.phone += 1,
+                    "card" => want.card += 1,
+                    "ip" => want.ip += 1,
+                    "name" => want.name += 1,
+                    "nik" => want.nik += 1,
+                    "npwp" => want.npwp += 1,
+                    "bank_account" => want.bank_account += 1,
+                    other => panic!("pii_corpus.jsonl line {}: unknown kind {other}", i + 1),
+                }
+            }
+            let (out, got) = scrubber.scrub(text);
+            if out != expected || got != want {
+                failures.push(format!("line {}: {text:?}\n   got {out:?} {got:?}\n  want {expected:?} {want:?}", i + 1));
+            }
+            lines += 1;
+            untouched += usize::from(text == expected);
+        }
+        assert!(failures.is_empty(), "{} of {lines} corpus lines differ:\n{}", failures.len(), failures.join("\n"));
+        assert!(lines >= 60, "the corpus has {lines} lines");
+        assert!(untouched >= 20, "only {untouched} lines check that content survives");
+        for kind in ["phone", "nik", "npwp", "bank_account", "name", "email"] {
+            assert!(kinds_seen.contains(kind), "no corpus line has a {kind}");
+        }
+    }
+
     #[test]
     fn long_runs_of_numbers_stay_fast_and_untouched() {
         let text = (1..20_000).map(|i| (i % 90 + 10).to_string()).collect::<Vec<_>>().join(" ");
