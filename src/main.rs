@@ -52,6 +52,38 @@ enum HumanEval {
     },
 }
 
+/// A domain expert's review of the data before it is trained on.
+#[derive(Subcommand)]
+enum Review {
+    /// Write a CSV sheet of rows (id, split, source, prompt, output, approved, comment) to review.
+    Export {
+        recipe: PathBuf,
+        /// Override a recipe value, e.g. --set training.learning_rate=1e-4 (repeatable).
+        #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+        set: Vec<String>,
+        /// Which rows: the synthetic ones (`source: synthetic`, written by `steptune augment`) or all.
+        #[arg(long, default_value = "synthetic", value_parser = ["synthetic", "all"])]
+        only: String,
+        #[arg(long, default_value = "review_sheet.csv")]
+        out: PathBuf,
+        /// The run folder whose review.jsonl fills in earlier decisions (default: the recipe's output_dir).
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+    },
+    /// Record the decisions of filled sheets in <run>/review.jsonl (a later decision wins).
+    Import {
+        recipe: PathBuf,
+        /// Override a recipe value, e.g. --set training.learning_rate=1e-4 (repeatable).
+        #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+        set: Vec<String>,
+        #[arg(required = true)]
+        sheets: Vec<PathBuf>,
+        /// The run folder to record into (default: the recipe's output_dir).
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+    },
+}
+
 /// The checks scripts/gpu-check.sh runs on a device (`--device cpu` runs them on the CPU).
 #[derive(Subcommand)]
 enum DeviceCheck {
@@ -253,6 +285,9 @@ enum Command {
         #[arg(long)]
         no_stem: bool,
     },
+    /// Review sheets: export rows for a domain expert, import the approvals `prepare` trains on.
+    #[command(subcommand)]
+    Review(Review),
     /// Human evaluation sheets: export for raters, import their ratings.
     #[command(subcommand)]
     HumanEval(HumanEval),
@@ -380,6 +415,35 @@ fn compare_cmd(runs: &[PathBuf], out: Option<PathBuf>) -> Result<()> {
     let png = written.iter().find(|p| p.extension().is_some_and(|e| e == "png")).map(|p| p.display().to_string());
     print!("{}", jobs::compare::markdown(&summaries, png.as_deref()));
     eprintln!("compare: wrote {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    Ok(())
+}
+
+fn review_cmd(r: Review) -> Result<()> {
+    use steptune::data::review;
+    match r {
+        Review::Export { recipe, set, only, out, output_dir } => {
+            let r = jobs::load(Some(&recipe), &set)?;
+            let run_root = output_dir.unwrap_or_else(|| r.output_dir());
+            let s = review::export(&r, &run_root, only.parse()?, &out)?;
+            eprintln!("review: wrote {} rows to {} ({} already decided); fill `approved` with yes or no, then run `steptune review import`", s.rows, out.display(), s.already_decided);
+        }
+        Review::Import { recipe, set, sheets, output_dir } => {
+            let r = jobs::load(Some(&recipe), &set)?;
+            let run_root = output_dir.unwrap_or_else(|| r.output_dir());
+            let s = review::import(&r, &run_root, &sheets)?;
+            for w in s.conflicts.iter().chain(&s.unknown) {
+                eprintln!("review: warning: {w}");
+            }
+            eprintln!(
+                "review: read {} decisions, {} changed; {} now holds {} approved and {} rejected rows",
+                s.decisions,
+                s.changed,
+                s.path.display(),
+                s.approved,
+                s.rejected
+            );
+        }
+    }
     Ok(())
 }
 
@@ -611,6 +675,7 @@ fn main() {
             eprintln!("human-eval: wrote {} and added it to report.md", p.display());
             Ok(())
         }),
+        (Some(Command::Review(c)), _) => review_cmd(c),
         (Some(Command::BenchTrain { recipe, set, prepared, mode, steps, warmup_steps, method, gradient_checkpointing, peak_tflops, json: _ }), _) => jobs::load(Some(&recipe), &set)
             .and_then(|r| {
                 let method = match method.as_deref() {

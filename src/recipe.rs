@@ -278,6 +278,8 @@ pub struct DataSection {
     /// Several sources mixed into one data set (against forgetting: the task's data beside
     /// general data). Exclusive with `files`; each source has its own files and columns.
     pub mix: Vec<MixSource>,
+    /// Which train rows need a reviewer's approval (`steptune review`) before they are trained on.
+    pub require_review: RequireReview,
 }
 
 /// One source of `data.mix`.
@@ -299,6 +301,45 @@ pub struct MixSource {
     pub max_rows: Option<usize>,
 }
 
+/// `data.require_review`: `auto` (synthetic rows, once `<run>/review.jsonl` exists), `synthetic`
+/// (synthetic rows, always), `true` (every row) or `false` (decisions are only counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequireReview {
+    Auto,
+    Synthetic,
+    All,
+    Off,
+}
+
+impl Serialize for RequireReview {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            RequireReview::Auto => s.serialize_str("auto"),
+            RequireReview::Synthetic => s.serialize_str("synthetic"),
+            RequireReview::All => s.serialize_bool(true),
+            RequireReview::Off => s.serialize_bool(false),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RequireReview {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let bad = || serde::de::Error::custom("data.require_review must be auto, synthetic, true or false");
+        match Value::deserialize(d)? {
+            Value::Bool(true) => Ok(RequireReview::All),
+            Value::Bool(false) => Ok(RequireReview::Off),
+            Value::String(s) => match s.as_str() {
+                "auto" => Ok(RequireReview::Auto),
+                "synthetic" => Ok(RequireReview::Synthetic),
+                "true" | "all" => Ok(RequireReview::All),
+                "false" | "off" => Ok(RequireReview::Off),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
+}
+
 /// Which source field feeds each example field; `null` means "try the usual names".
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -307,6 +348,9 @@ pub struct Columns {
     pub output: Option<String>,
     pub group: Option<String>,
     pub id: Option<String>,
+    /// Where a row came from; `synthetic` marks rows written by `steptune augment`, which
+    /// `data.require_review` holds back until a reviewer approves them.
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -317,6 +361,15 @@ pub struct PiiSection {
     pub phone: bool,
     pub card: bool,
     pub ip: bool,
+    /// Indonesian identity numbers (16 digits with the NIK's region and birth-date structure).
+    pub nik: bool,
+    /// Indonesian tax numbers (99.999.999.9-999.999; plain 15 or 16 digits where the text says NPWP).
+    pub npwp: bool,
+    /// Account numbers where the text says so ("rekening", "no. rek", "account number", "acc no").
+    pub bank_account: bool,
+    /// Names the text marks as names: "nama saya Budi", "atas nama", "a.n.", "my name is",
+    /// "this is Sarah from", "Halo Budi,", "Terima kasih, Rina".
+    pub name_markers: bool,
     /// A text file with one personal name per line, replaced by [NAME].
     pub names_file: Option<PathBuf>,
 }
@@ -490,13 +543,14 @@ impl Default for DataSection {
             over_length: OverLength::Error,
             window_stride: None,
             mix: Vec::new(),
+            require_review: RequireReview::Auto,
         }
     }
 }
 
 impl Default for PiiSection {
     fn default() -> Self {
-        PiiSection { enabled: true, email: true, phone: true, card: true, ip: true, names_file: None }
+        PiiSection { enabled: true, email: true, phone: true, card: true, ip: true, nik: true, npwp: true, bank_account: true, name_markers: true, names_file: None }
     }
 }
 

@@ -37,7 +37,7 @@ fn csv_with_column_mapping_and_multiline_quoted_fields() {
         "a.csv",
         b"flags,instruction,intent,response\nB,\"cancel order 1\",cancel_order,\"Sure:\n\n1. Log in\n2. Cancel, then confirm\"\nB,\"cancel order 2\",cancel_order,\"1. A\n2. B\"\n",
     );
-    let c = Columns { prompt: Some("instruction".into()), output: Some("response".into()), group: Some("intent".into()), id: None };
+    let c = Columns { prompt: Some("instruction".into()), output: Some("response".into()), group: Some("intent".into()), id: None, source: None };
     let l = load_file(&p, DataFormat::Auto, &c).unwrap();
     assert_eq!(l.rows.len(), 2, "{:?}", l.errors);
     assert_eq!(l.rows[0].group.as_deref(), Some("cancel_order"));
@@ -49,7 +49,7 @@ fn csv_with_column_mapping_and_multiline_quoted_fields() {
 #[test]
 fn the_real_bitext_csv_loads_with_its_mapping() {
     let p = common::shared().join("data/bitext-customer-support.csv");
-    let c = Columns { prompt: Some("instruction".into()), output: Some("response".into()), group: Some("intent".into()), id: None };
+    let c = Columns { prompt: Some("instruction".into()), output: Some("response".into()), group: Some("intent".into()), id: None, source: None };
     let l = load_file(&p, DataFormat::Auto, &c).unwrap();
     assert_eq!(l.rows.len() + l.errors.len(), 4514);
     assert!(l.errors.is_empty(), "{:?}", &l.errors[..l.errors.len().min(3)]);

@@ -146,6 +146,31 @@ fn pii_dedup_steps_and_oversampling_are_applied_and_reported() {
 }
 
 #[test]
+fn indonesian_personal_data_is_scrubbed_and_counted_by_kind() {
+    let d = tempfile::tempdir().unwrap();
+    let rows = [
+        ("WA saya 08123456789 tolong dibantu, NIK saya 3174012304870002", "1. Buka aplikasi\n2. Halo Budi, kirim NPWP 01.234.567.8-901.000"),
+        ("Transfer ke rekening BCA 1234567890 a.n. Rina Wijaya gagal", "1. Cek saldo Rp 150.000\n2. Buka menu Pengaturan pada v2.3.1"),
+        ("Refund pesanan ORD-2024-000123 ke no. rek 8730123456", "1. Buka tiket 4521\n2. Terima kasih, Dewi"),
+    ];
+    let text: String = rows.iter().map(|(p, o)| serde_json::json!({"prompt": p, "output": o}).to_string() + "\n").collect();
+    common::write(d.path(), "id.jsonl", text.as_bytes());
+    let recipe = common::recipe_in(d.path(), &format!("name: id\n{TINY_MODEL}data:\n  files: [id.jsonl]\n  split: {{eval_ratio: 0}}\n"));
+    let out = prepare::prepare(&recipe).unwrap();
+    let p = &out.report.pii;
+    assert_eq!((p.phone, p.nik, p.npwp, p.bank_account, p.name), (1, 1, 1, 2, 3), "{p:?}");
+    let all: String = out.train.iter().map(|e| format!("{}\n{}\n", e.prompt, e.output)).collect();
+    for kept in ["Rp 150.000", "Pengaturan", "v2.3.1", "ORD-2024-000123", "tiket 4521", "Halo [NAME], kirim NPWP [NPWP]"] {
+        assert!(all.contains(kept), "{kept} is missing from:\n{all}");
+    }
+    for gone in ["08123456789", "3174012304870002", "1234567890", "Rina", "Dewi", "8730123456"] {
+        assert!(!all.contains(gone), "{gone} survived:\n{all}");
+    }
+    let md = prepare::report_markdown(&out.report);
+    assert!(md.contains("1 phone, 0 card, 0 IP, 3 name, 1 NIK, 1 NPWP, 2 bank account"), "{md}");
+}
+
+#[test]
 fn near_duplicates_follow_the_threshold() {
     let d = tempfile::tempdir().unwrap();
     let rows = "{\"prompt\": \"how can I reset the password of my account in the app\", \"output\": \"1. a b c\\n2. d e f\"}\n{\"prompt\": \"how can I reset the password of my account in the app now\", \"output\": \"1. a b c\\n2. d e f\"}\n";

@@ -42,6 +42,9 @@ pub struct RawRow {
     pub output: RawOutput,
     pub group: Option<String>,
     pub id: Option<String>,
+    /// The provenance column (`data.columns.source`): where the row came from (`synthetic` for
+    /// rows written by `steptune augment`). Not the `data.mix` source, which `prepare` adds.
+    pub provenance: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -67,6 +70,7 @@ pub struct ColumnsUsed {
     pub output: String,
     pub group: Option<String>,
     pub id: Option<String>,
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +85,7 @@ const PROMPT_NAMES: [&str; 5] = ["prompt", "instruction", "question", "input", "
 const OUTPUT_NAMES: [&str; 5] = ["output", "response", "answer", "steps", "completion"];
 const GROUP_NAMES: [&str; 2] = ["group", "intent"];
 const ID_NAMES: [&str; 1] = ["id"];
+const SOURCE_NAMES: [&str; 1] = ["source"];
 
 pub fn load_file(path: &Path, format: DataFormat, columns: &Columns) -> Result<Loaded> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read data file {}", path.display()))?;
@@ -120,7 +125,13 @@ fn resolve_columns(file: &str, columns: &Columns, fields: &[String]) -> Result<C
     // No row could be read at all: keep the usual names so each row's own error is reported.
     if fields.is_empty() {
         let or = |c: &Option<String>, d: &str| c.clone().unwrap_or_else(|| d.to_string());
-        return Ok(ColumnsUsed { prompt: or(&columns.prompt, "prompt"), output: or(&columns.output, "output"), group: columns.group.clone(), id: columns.id.clone() });
+        return Ok(ColumnsUsed {
+            prompt: or(&columns.prompt, "prompt"),
+            output: or(&columns.output, "output"),
+            group: columns.group.clone(),
+            id: columns.id.clone(),
+            source: columns.source.clone(),
+        });
     }
     let present = |n: &str| fields.iter().any(|f| f == n);
     let need = |explicit: &Option<String>, names: &[&str], what: &str| -> Result<String> {
@@ -146,6 +157,7 @@ fn resolve_columns(file: &str, columns: &Columns, fields: &[String]) -> Result<C
         output: need(&columns.output, &OUTPUT_NAMES, "output")?,
         group: optional(&columns.group, &GROUP_NAMES, "group")?,
         id: optional(&columns.id, &ID_NAMES, "id")?,
+        source: optional(&columns.source, &SOURCE_NAMES, "source")?,
     })
 }
 
@@ -280,8 +292,19 @@ fn row_from_json(at: RowRef, item: &Value, out: &mut Loaded) {
     };
     let group = label(&cols.group, &mut errors);
     let id = label(&cols.id, &mut errors);
+    // A provenance object carries the source inside it: {"source": "synthetic", "model": ...}.
+    let source = match cols.source.as_ref().and_then(|name| obj.get(name).map(|v| (name, v))) {
+        Some((name, Value::Object(p))) => match p.get("source") {
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+            _ => {
+                errors.push(err(Some(name), "is an object without a `source` string (write {\"source\": \"synthetic\", ...})".into()));
+                None
+            }
+        },
+        _ => label(&cols.source, &mut errors),
+    };
     match (prompt, output) {
-        (Ok(prompt), Ok(output)) if errors.is_empty() => out.rows.push(RawRow { at, prompt, output, group, id }),
+        (Ok(prompt), Ok(output)) if errors.is_empty() => out.rows.push(RawRow { at, prompt, output, group, id, provenance: source }),
         (p, o) => {
             out.errors.extend(p.err());
             out.errors.extend(o.err());
@@ -316,6 +339,7 @@ fn load_csv(file: &str, bytes: &[u8], tsv: bool, columns: &Columns) -> Result<Lo
     let (pi, oi) = (index(&used.prompt).expect("resolved"), index(&used.output).expect("resolved"));
     let gi = used.group.as_deref().and_then(index);
     let ii = used.id.as_deref().and_then(index);
+    let si = used.source.as_deref().and_then(index);
     let mut out = Loaded { columns: used.clone(), format: "csv", ..Default::default() };
     let mut record = csv::ByteRecord::new();
     let mut row = 0;
@@ -366,8 +390,9 @@ fn load_csv(file: &str, bytes: &[u8], tsv: bool, columns: &Columns) -> Result<Lo
         };
         let group = optional(gi);
         let id = optional(ii);
+        let source = optional(si);
         match (prompt, output) {
-            (Ok(prompt), Ok(output)) if errors.is_empty() => out.rows.push(RawRow { at, prompt, output: RawOutput::Text(output), group, id }),
+            (Ok(prompt), Ok(output)) if errors.is_empty() => out.rows.push(RawRow { at, prompt, output: RawOutput::Text(output), group, id, provenance: source }),
             (p, o) => {
                 out.errors.extend(p.err());
                 out.errors.extend(o.err());

@@ -31,9 +31,12 @@ pub struct SourceReport {
     pub rows_cleaned: usize,
     /// After `max_rows`.
     pub rows_kept: usize,
-    /// The split of the kept rows, before the weights.
+    /// The split of the kept rows, before review and the weights.
     pub train_rows_split: usize,
     pub eval_rows_split: usize,
+    /// Train rows of the split that `data.require_review` held back (rejected or not yet
+    /// approved); the weights choose from the rest.
+    pub review_held_back: usize,
     /// After the weights (before oversampling).
     pub train_rows: usize,
     pub eval_rows: usize,
@@ -140,7 +143,7 @@ pub fn weigh_sources(train: Vec<Example>, eval: Vec<Example>, sources: &[MixSour
     let available: Vec<(usize, Option<f64>)> = sources.iter().map(|s| (train_n.get(s.name.as_str()).copied().unwrap_or(0), s.weight)).collect();
     for (s, &(n, w)) in sources.iter().zip(&available) {
         if w.is_some() && n == 0 {
-            bail!("data.mix source `{}` has no train rows after cleaning and the split, so its weight cannot hold: check its files and columns, or remove its weight", s.name);
+            bail!("data.mix source `{}` has no train rows after cleaning, the split and review, so its weight cannot hold: check its files and columns (and, under `data.require_review`, its rows' approvals), or remove its weight", s.name);
         }
     }
     let targets = train_targets(&available);

@@ -2,7 +2,9 @@
 pub mod dedup;
 pub mod load;
 pub mod pii;
+pub mod pii_indonesia;
 pub mod prepare;
+pub mod review;
 pub mod split;
 pub mod stats;
 pub mod steps;
@@ -26,4 +28,9 @@ pub struct Example {
     pub copy: usize,
     /// The `data.mix` source's name; empty for the single-source `data.files`.
     pub source: String,
+    /// The input's provenance column (`data.columns.source`; `synthetic` for rows `steptune
+    /// augment` wrote): decides what review treats as synthetic. Not the `data.mix` source.
+    pub provenance: Option<String>,
+    /// The review id: a hash of the row's prompt and output as the file holds them.
+    pub review_id: String,
 }

@@ -2,6 +2,11 @@
 //! phone numbers, card numbers, IP addresses or customer names, so each is replaced by a fixed
 //! placeholder. Customer-support data is full of order ids, dates, prices and versions that look
 //! numeric too, so every detector errs on the side of leaving those alone.
+//!
+//! Indonesian support data carries its own kinds: mobile numbers written 08xx / 62 / +62, the
+//! 16-digit NIK (identity number, checked against its region and birth-date structure), NPWP tax
+//! numbers and bank accounts (taken only where the text says so), and names that the text itself
+//! marks ("nama saya Budi", "Halo Budi,", "Terima kasih, Rina").
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::LazyLock;
 
@@ -15,6 +20,9 @@ pub struct PiiCounts {
     pub card: usize,
     pub ip: usize,
     pub name: usize,
+    pub nik: usize,
+    pub npwp: usize,
+    pub bank_account: usize,
 }
 
 impl PiiCounts {
@@ -24,22 +32,36 @@ impl PiiCounts {
         self.card += other.card;
         self.ip += other.ip;
         self.name += other.name;
+        self.nik += other.nik;
+        self.npwp += other.npwp;
+        self.bank_account += other.bank_account;
     }
 
     pub fn total(&self) -> usize {
-        self.email + self.phone + self.card + self.ip + self.name
+        self.email + self.phone + self.card + self.ip + self.name + self.nik + self.npwp + self.bank_account
     }
 }
 
 /// Which kinds to scrub; `names` are the personal names to replace (matched as whole words,
-/// case-insensitively).
+/// case-insensitively); `name_markers` replaces the names the text marks as names.
 #[derive(Debug, Clone)]
 pub struct PiiOptions {
     pub email: bool,
     pub phone: bool,
     pub card: bool,
     pub ip: bool,
+    pub nik: bool,
+    pub npwp: bool,
+    pub bank_account: bool,
+    pub name_markers: bool,
     pub names: Vec<String>,
+}
+
+impl PiiOptions {
+    /// Every kind on, with this list of names.
+    pub fn all(names: Vec<String>) -> PiiOptions {
+        PiiOptions { email: true, phone: true, card: true, ip: true, nik: true, npwp: true, bank_account: true, name_markers: true, names }
+    }
 }
 
 pub struct PiiScrubber {
@@ -47,6 +69,10 @@ pub struct PiiScrubber {
     phone: bool,
     card: bool,
     ip: bool,
+    nik: bool,
+    npwp: bool,
+    bank_account: bool,
+    name_markers: bool,
     /// Longest names first across the list, so "Ann Lee" wins over "Ann". Several regexes only
     /// when one would exceed the regex size limit.
     names: Vec<Regex>,
@@ -55,7 +81,7 @@ pub struct PiiScrubber {
 /// Template slots (`{{Order Number}}`) belong to the data set's format, and placeholders from an
 /// earlier pass must not be re-matched (a name "Ip" would otherwise eat `[IP]`).
 static PROTECTED: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?s)\{\{.*?\}\}|\[(?:EMAIL|PHONE|CARD|IP|NAME)\]").expect("static regex"));
+    LazyLock::new(|| Regex::new(r"(?s)\{\{.*?\}\}|\[(?:EMAIL|PHONE|CARD|IP|NAME|NIK|NPWP|BANK_ACCOUNT)\]").expect("static regex"));
 
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
@@ -74,7 +100,7 @@ static PHONE_INTL: LazyLock<Regex> =
 
 /// Digit groups (and a leading area code in parentheses) joined by space, dot or dash. The shape
 /// is judged afterwards, window by window.
-static PHONE_RUN: LazyLock<Regex> =
+pub(super) static PHONE_RUN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?:\([0-9]+\) ?)?[0-9]+(?:[ .\-][0-9]+)*").expect("static regex"));
 
 /// Whole dotted runs, so "1.2.3.4.5" is judged as five parts rather than matched in its first four.
@@ -90,6 +116,10 @@ impl PiiScrubber {
             phone: opts.phone,
             card: opts.card,
             ip: opts.ip,
+            nik: opts.nik,
+            npwp: opts.npwp,
+            bank_account: opts.bank_account,
+            name_markers: opts.name_markers,
             names: build_name_regexes(&opts.names),
         }
     }
@@ -106,6 +136,18 @@ impl PiiScrubber {
         if self.card {
             out = map_unprotected(&out, |s| replace_cards(s, &mut counts.card));
         }
+        // The identity numbers before IPs and phones: a dotted NPWP can look like an address, a
+        // number the text calls an account is an account even when it starts with 08, and a
+        // NIK is longer than any phone.
+        if self.npwp {
+            out = map_unprotected(&out, |s| super::pii_indonesia::replace_npwp(s, &mut counts.npwp));
+        }
+        if self.bank_account {
+            out = map_unprotected(&out, |s| super::pii_indonesia::replace_bank_accounts(s, &mut counts.bank_account));
+        }
+        if self.nik {
+            out = map_unprotected(&out, |s| super::pii_indonesia::replace_nik(s, &mut counts.nik));
+        }
         if self.ip {
             // IPv6 first so the IPv4 tail of "::ffff:192.0.2.1" goes with its address.
             out = map_unprotected(&out, |s| replace_ipv6(s, &mut counts.ip));
@@ -113,7 +155,11 @@ impl PiiScrubber {
         }
         if self.phone {
             out = map_unprotected(&out, |s| replace_intl_phones(s, &mut counts.phone));
+            out = map_unprotected(&out, |s| super::pii_indonesia::replace_indonesian_mobiles(s, &mut counts.phone));
             out = map_unprotected(&out, |s| replace_grouped_phones(s, &mut counts.phone));
+        }
+        if self.name_markers {
+            out = map_unprotected(&out, |s| super::pii_indonesia::replace_marked_names(s, &mut counts.name));
         }
         for re in &self.names {
             out = map_unprotected(&out, |s| {
@@ -174,7 +220,7 @@ fn compile_names(patterns: &[String]) -> Option<Regex> {
 }
 
 /// Applies `f` to the parts of `text` outside template slots and existing placeholders.
-fn map_unprotected(text: &str, mut f: impl FnMut(&str) -> String) -> String {
+pub(super) fn map_unprotected(text: &str, mut f: impl FnMut(&str) -> String) -> String {
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
     for m in PROTECTED.find_iter(text) {
@@ -186,35 +232,35 @@ fn map_unprotected(text: &str, mut f: impl FnMut(&str) -> String) -> String {
     out
 }
 
-fn prev_char(s: &str, i: usize) -> Option<char> {
+pub(super) fn prev_char(s: &str, i: usize) -> Option<char> {
     s[..i].chars().next_back()
 }
 
-fn prev2_char(s: &str, i: usize) -> Option<char> {
+pub(super) fn prev2_char(s: &str, i: usize) -> Option<char> {
     let mut it = s[..i].chars();
     it.next_back();
     it.next_back()
 }
 
-fn next_char(s: &str, i: usize) -> Option<char> {
+pub(super) fn next_char(s: &str, i: usize) -> Option<char> {
     s[i..].chars().next()
 }
 
-fn next2_char(s: &str, i: usize) -> Option<char> {
+pub(super) fn next2_char(s: &str, i: usize) -> Option<char> {
     s[i..].chars().nth(1)
 }
 
-fn is_word(c: Option<char>) -> bool {
+pub(super) fn is_word(c: Option<char>) -> bool {
     c.is_some_and(|c| c.is_alphanumeric() || c == '_')
 }
 
-fn is_digit(c: Option<char>) -> bool {
+pub(super) fn is_digit(c: Option<char>) -> bool {
     c.is_some_and(|c| c.is_ascii_digit())
 }
 
 /// A number standing on its own: not glued to a word ("ORD4111..."), not the tail of an id
 /// ("ORD-...", "#..."), not part of a decimal or a longer dotted number.
-fn standalone(s: &str, start: usize, end: usize) -> bool {
+pub(super) fn standalone(s: &str, start: usize, end: usize) -> bool {
     let p = prev_char(s, start);
     if is_word(p) || matches!(p, Some('+' | '#' | '$' | '€' | '£' | '¥')) {
         return false;
@@ -244,7 +290,7 @@ fn replace_email(s: &str, count: &mut usize) -> String {
 }
 
 /// Replaces the validated spans (sorted, non-overlapping byte ranges) with `placeholder`.
-fn splice(s: &str, spans: &[(usize, usize)], placeholder: &str) -> String {
+pub(super) fn splice(s: &str, spans: &[(usize, usize)], placeholder: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut last = 0;
     for &(a, b) in spans {
@@ -258,16 +304,16 @@ fn splice(s: &str, spans: &[(usize, usize)], placeholder: &str) -> String {
 
 /// One digit group of a run: its byte span in the text, its digits, and whether it was
 /// written as "(415)".
-struct Group {
-    start: usize,
-    end: usize,
-    digits: String,
-    paren: bool,
+pub(super) struct Group {
+    pub(super) start: usize,
+    pub(super) end: usize,
+    pub(super) digits: String,
+    pub(super) paren: bool,
 }
 
 /// Splits a matched run into groups and the separator before each group after the first
 /// (`None` where a parenthesised group is followed directly by digits).
-fn tokenise(s: &str, offset: usize) -> (Vec<Group>, Vec<Option<char>>) {
+pub(super) fn tokenise(s: &str, offset: usize) -> (Vec<Group>, Vec<Option<char>>) {
     let mut groups: Vec<Group> = Vec::new();
     let mut seps: Vec<Option<char>> = Vec::new();
     let mut pending_sep: Option<char> = None;
@@ -307,7 +353,7 @@ fn tokenise(s: &str, offset: usize) -> (Vec<Group>, Vec<Option<char>>) {
 /// Leftmost-longest windows of consecutive groups that `valid` accepts. A window may only start
 /// or stop where the run is split by a space: a dash or dot binds its neighbours together.
 /// Windows hold at most `max_digits` digits, which keeps a long run of numbers linear.
-fn find_windows(
+pub(super) fn find_windows(
     text: &str,
     groups: &[Group],
     seps: &[Option<char>],
@@ -550,13 +596,7 @@ mod tests {
     use super::*;
 
     fn all(names: &[&str]) -> PiiScrubber {
-        PiiScrubber::new(&PiiOptions {
-            email: true,
-            phone: true,
-            card: true,
-            ip: true,
-            names: names.iter().map(|s| s.to_string()).collect(),
-        })
+        PiiScrubber::new(&PiiOptions::all(names.iter().map(|s| s.to_string()).collect()))
     }
 
     fn scrub(text: &str) -> (String, PiiCounts) {
@@ -710,13 +750,13 @@ mod tests {
             "Hi, I'm [NAME] ([EMAIL], [PHONE]). Card [CARD] was charged for order {{Order Number}} \
              #113542617735902 from [IP] on 2024-01-05."
         );
-        assert_eq!(c, PiiCounts { email: 1, phone: 1, card: 1, ip: 1, name: 1 });
+        assert_eq!(c, PiiCounts { email: 1, phone: 1, card: 1, ip: 1, name: 1, ..PiiCounts::default() });
         assert_eq!(c.total(), 5);
     }
 
     #[test]
     fn disabled_kinds_are_left() {
-        let s = PiiScrubber::new(&PiiOptions { email: false, phone: false, card: true, ip: false, names: vec![] });
+        let s = PiiScrubber::new(&PiiOptions { email: false, phone: false, ip: false, nik: false, npwp: false, bank_account: false, name_markers: false, ..PiiOptions::all(vec![]) });
         let text = "a@b.com 415-555-0132 10.0.0.1 4111111111111111";
         let (out, c) = s.scrub(text);
         assert_eq!(out, "a@b.com 415-555-0132 10.0.0.1 [CARD]");
@@ -726,10 +766,10 @@ mod tests {
     #[test]
     fn counts_add_up() {
         let mut total = PiiCounts::default();
-        total.add(&PiiCounts { email: 1, phone: 2, card: 0, ip: 1, name: 0 });
-        total.add(&PiiCounts { email: 0, phone: 1, card: 1, ip: 0, name: 3 });
-        assert_eq!(total, PiiCounts { email: 1, phone: 3, card: 1, ip: 1, name: 3 });
-        assert_eq!(total.total(), 9);
+        total.add(&PiiCounts { email: 1, phone: 2, card: 0, ip: 1, name: 0, nik: 1, npwp: 0, bank_account: 2 });
+        total.add(&PiiCounts { email: 0, phone: 1, card: 1, ip: 0, name: 3, nik: 0, npwp: 1, bank_account: 1 });
+        assert_eq!(total, PiiCounts { email: 1, phone: 3, card: 1, ip: 1, name: 3, nik: 1, npwp: 1, bank_account: 3 });
+        assert_eq!(total.total(), 14);
     }
 
     #[test]
@@ -739,6 +779,51 @@ mod tests {
             let _ = all(&["é"]).scrub(text);
         }
         assert_eq!(scrub("(415").0, "(415");
+    }
+
+    /// Every line of `tests/fixtures/pii_corpus.jsonl` (Indonesian and English support texts):
+    /// the scrubbed text and the kind of every replacement, and the procedure content that must
+    /// stay as it is.
+    #[test]
+    fn indonesian_and_english_corpus() {
+        let corpus = include_str!("../../tests/fixtures/pii_corpus.jsonl");
+        let scrubber = all(&[]);
+        let mut failures = Vec::new();
+        let mut kinds_seen = std::collections::BTreeSet::new();
+        let (mut lines, mut untouched) = (0, 0);
+        for (i, line) in corpus.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("pii_corpus.jsonl line {}: {e}", i + 1));
+            let text = v["text"].as_str().expect("text");
+            let expected = v["scrubbed"].as_str().expect("scrubbed");
+            let mut want = PiiCounts::default();
+            for kind in v["kinds"].as_array().expect("kinds") {
+                let kind = kind.as_str().expect("kind");
+                kinds_seen.insert(kind.to_string());
+                match kind {
+                    "email" => want.email += 1,
+                    "phone" => want.phone += 1,
+                    "card" => want.card += 1,
+                    "ip" => want.ip += 1,
+                    "name" => want.name += 1,
+                    "nik" => want.nik += 1,
+                    "npwp" => want.npwp += 1,
+                    "bank_account" => want.bank_account += 1,
+                    other => panic!("pii_corpus.jsonl line {}: unknown kind {other}", i + 1),
+                }
+            }
+            let (out, got) = scrubber.scrub(text);
+            if out != expected || got != want {
+                failures.push(format!("line {}: {text:?}\n   got {out:?} {got:?}\n  want {expected:?} {want:?}", i + 1));
+            }
+            lines += 1;
+            untouched += usize::from(text == expected);
+        }
+        assert!(failures.is_empty(), "{} of {lines} corpus lines differ:\n{}", failures.len(), failures.join("\n"));
+        assert!(lines >= 60, "the corpus has {lines} lines");
+        assert!(untouched >= 20, "only {untouched} lines check that content survives");
+        for kind in ["phone", "nik", "npwp", "bank_account", "name", "email"] {
+            assert!(kinds_seen.contains(kind), "no corpus line has a {kind}");
+        }
     }
 
     #[test]

@@ -14,7 +14,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::dedup::{dedup, text_key, DedupReport};
-use super::load::{describe_errors, load_file, ColumnsUsed, RawOutput, RowError};
+use super::load::{describe_errors, load_file, ColumnsUsed, RawOutput, RawRow, RowError};
+use super::review::{self, ReviewReport, Reviews, REVIEW_FILE};
 use super::pii::{PiiCounts, PiiOptions, PiiScrubber};
 use super::split::{oversample, split, SplitReport};
 use super::stats::{round_up, split_stats, SplitStats};
@@ -84,7 +85,7 @@ pub struct PrepareReport {
     pub model_kind: Option<ModelKind>,
     pub tokenizer: String,
     pub files: Vec<FileReport>,
-    /// `data.mix`: rows per source through cleaning, capping, the split and the weights.
+    /// `data.mix`: rows per source through cleaning, capping, the split, review and the weights.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceReport>,
     pub rows_loaded: usize,
@@ -94,6 +95,8 @@ pub struct PrepareReport {
     pub dropped_no_steps: usize,
     pub pii: PiiCounts,
     pub dedup: DedupReport,
+    /// Reviewers' decisions on the rows that need them (`data.require_review`).
+    pub review: ReviewReport,
     pub split: SplitReport,
     pub length: LengthPolicyReport,
     pub stats_train: SplitStats,
@@ -116,131 +119,59 @@ impl Timer {
     }
 }
 
-/// Runs the data stage and writes its files into the run folder.
+/// Runs the data stage and writes its files into the run folder (where it also finds the
+/// reviewers' decisions, `review.jsonl`).
 pub fn run(recipe: &LoadedRecipe, run: &RunDir) -> Result<PrepareOutput> {
-    let out = prepare(recipe)?;
+    let out = prepare_in(recipe, &run.root)?;
     write_outputs(run, &out)?;
     Ok(out)
 }
 
-/// The data stage without writing anything (tests and benchmarks call this).
+/// The data stage without writing anything (tests and benchmarks call this); review decisions
+/// come from the recipe's output folder.
 pub fn prepare(recipe: &LoadedRecipe) -> Result<PrepareOutput> {
+    prepare_in(recipe, &recipe.output_dir())
+}
+
+/// The data stage with the review decisions of the run folder `run_root`.
+pub fn prepare_in(recipe: &LoadedRecipe, run_root: &Path) -> Result<PrepareOutput> {
     let r = &recipe.recipe;
     let d = &r.data;
     let mut report = PrepareReport::default();
     let mut t = Timer(Instant::now());
     let t0 = Instant::now();
 
-    // 1. Load and check every row of every file of every source.
-    let mut raw = Vec::new();
-    for source in sources_of(d) {
-        let mut source_report = SourceReport { name: source.name.clone(), weight: source.weight, max_rows: source.max_rows, ..Default::default() };
-        for f in &source.files {
-            let path = recipe.resolve(f).with_context(|| format!("{}: {}", source.files_key, f.display()))?;
-            let loaded = load_file(&path, source.format, &source.columns).with_context(|| format!("{}: {}", source.files_key, f.display()))?;
-            report.files.push(FileReport {
-                source: source.name.clone(),
-                file: path.display().to_string(),
-                format: loaded.format,
-                rows: loaded.rows.len() + loaded.errors.len(),
-                bad_rows: loaded.errors.len(),
-                columns: loaded.columns.clone(),
-            });
-            source_report.files.push(path.display().to_string());
-            source_report.rows_loaded += loaded.rows.len() + loaded.errors.len();
-            source_report.bad_rows += loaded.errors.len();
-            raw.extend(loaded.rows.into_iter().map(|row| (source.name.clone(), row)));
-            report.bad_rows.extend(loaded.errors);
-        }
-        if !d.mix.is_empty() {
-            report.sources.push(source_report);
-        }
-    }
-    report.rows_loaded = raw.len() + report.bad_rows.len();
-    if !report.bad_rows.is_empty() && d.on_bad_row == BadRows::Error {
-        bail!(
-            "{} of {} rows failed validation:\n{}\nFix these rows, or set `data.on_bad_row: skip` to leave them out (they are then listed in prepare_report.md).",
-            report.bad_rows.len(),
-            report.rows_loaded,
-            describe_errors(&report.bad_rows, 20)
-        );
-    }
-    if let Some(n) = d.limit {
-        if raw.len() > n {
-            raw.truncate(n);
-            report.limited_to = Some(n);
-        }
-    }
+    let raw = load_rows(recipe, &mut report)?;
     t.lap(&mut report.seconds, "load");
-
-    // 2. Normalise outputs to numbered steps and scrub personal data.
-    let names = match &d.pii.names_file {
-        Some(p) => {
-            let path = recipe.resolve(p).context("data.pii.names_file")?;
-            std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read names file {}", path.display()))?
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string)
-                .collect()
-        }
-        None => Vec::new(),
-    };
-    let scrubber = d.pii.enabled.then(|| {
-        PiiScrubber::new(&PiiOptions { email: d.pii.email, phone: d.pii.phone, card: d.pii.card, ip: d.pii.ip, names })
-    });
-    let mut examples = Vec::with_capacity(raw.len());
-    for (source, row) in raw {
-        let (output, shape) = match (&row.output, d.normalize_steps) {
-            (RawOutput::List(items), _) => {
-                let n = normalise_list(items);
-                (n.text, n.shape)
-            }
-            (RawOutput::Text(text), true) => {
-                let n = normalise_text(text, d.step_style);
-                (n.text, n.shape)
-            }
-            (RawOutput::Text(text), false) => (text.trim().to_string(), StepShape::NoSteps),
-        };
-        let shape_name = serde_json::to_value(&shape).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        *report.output_shapes.entry(shape_name).or_default() += 1;
-        if shape == StepShape::NoSteps && d.normalize_steps && d.on_no_steps == NoSteps::Drop {
-            report.dropped_no_steps += 1;
-            continue;
-        }
-        let (prompt, output) = match &scrubber {
-            Some(s) => {
-                let (p, c1) = s.scrub(row.prompt.trim());
-                let (o, c2) = s.scrub(&output);
-                report.pii.add(&c1);
-                report.pii.add(&c2);
-                (p, o)
-            }
-            None => (row.prompt.trim().to_string(), output),
-        };
-        let group = match (d.group_by, &row.group) {
-            (GroupBy::Output, _) | (GroupBy::Auto, None) => text_key(&output),
-            (_, Some(g)) => g.clone(),
-            (GroupBy::Column, None) => bail!("{}: no group value, but `data.group_by` is `column`; fill the group column or use group_by: auto", row.at),
-        };
-        // Two sources' equal group names are different intents: namespaced, they never merge.
-        let group = if source.is_empty() { group } else { format!("{source}/{group}") };
-        let file_stem = Path::new(&row.at.file).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let id = row.id.clone().unwrap_or_else(|| format!("{file_stem}:{}", row.at.row));
-        examples.push(Example { id, prompt, output, group, at: row.at, copy: 0, source });
-    }
-    if examples.is_empty() {
-        bail!("no usable rows are left after cleaning (loaded {}, dropped without steps {})", report.rows_loaded, report.dropped_no_steps);
-    }
+    let examples = clean_rows(recipe, raw, &mut report)?;
     t.lap(&mut report.seconds, "normalise_and_scrub");
 
-    // 3. Deduplicate, then split by paraphrase and oversample rare train groups.
-    let (examples, dedup_report) = dedup(examples, d.dedup.exact, d.dedup.near_threshold);
-    report.dedup = dedup_report;
-    let examples = if d.mix.is_empty() { examples } else { cap_sources(examples, &d.mix, r.seed, &mut report.sources) };
-    let (train, eval, mut split_report) = split(examples, &d.split, r.seed);
+    // 3. Deduplicate, cap the mix sources, then split by paraphrase, hold back train rows that
+    // need a reviewer's approval, weigh the mix sources, and oversample rare train groups.
+    // Review comes before the weights, so a weighted source is its fraction of the rows allowed
+    // to train (every one of which was on the sheet `steptune review export` wrote).
+    let (train, eval, mut split_report) = split_rows(recipe, examples, &mut report);
+    let train_split = if d.mix.is_empty() { BTreeMap::new() } else { rows_per_source(&train) };
+    let reviews = Reviews::read(&run_root.join(REVIEW_FILE))?;
+    let (train, review_report) = review::apply(train, &eval, d.require_review, reviews.as_ref());
+    report.review = review_report;
+    if train.is_empty() {
+        bail!(
+            "no train rows are left after review: {} rows need approval and none is approved ({} rejected, {} pending). \
+             Write a sheet with `steptune review export`, have it filled, read it back with `steptune review import`, \
+             or set `data.require_review: false`",
+            report.review.train.total(),
+            report.review.train.rejected,
+            report.review.train.pending
+        );
+    }
+    let train_reviewed = if d.mix.is_empty() { BTreeMap::new() } else { rows_per_source(&train) };
     let (train, eval) = if d.mix.is_empty() { (train, eval) } else { weigh_sources(train, eval, &d.mix, r.seed, &mut report.sources)? };
+    for src in &mut report.sources {
+        let (split_n, reviewed_n) = (train_split.get(&src.name).copied().unwrap_or(0), train_reviewed.get(&src.name).copied().unwrap_or(0));
+        src.train_rows_split = split_n;
+        src.review_held_back = split_n - reviewed_n;
+    }
     split_report.train_rows = train.len();
     split_report.eval_rows = eval.len();
     let train = oversample(train, d.oversample_min_rows, r.seed, &mut split_report);
@@ -381,6 +312,159 @@ pub fn prepare(recipe: &LoadedRecipe) -> Result<PrepareOutput> {
     Ok(PrepareOutput { train, eval, report, tokenizer })
 }
 
+/// 1. Loads and checks every row of every file of every source (`data.files`, or each `data.mix`
+/// source); each row comes with its `data.mix` source's name (empty for `data.files`).
+/// `steptune review` reads the same rows.
+pub fn load_rows(recipe: &LoadedRecipe, report: &mut PrepareReport) -> Result<Vec<(String, RawRow)>> {
+    let d = &recipe.recipe.data;
+    let mut raw = Vec::new();
+    for source in sources_of(d) {
+        let mut source_report = SourceReport { name: source.name.clone(), weight: source.weight, max_rows: source.max_rows, ..Default::default() };
+        for f in &source.files {
+            let path = recipe.resolve(f).with_context(|| format!("{}: {}", source.files_key, f.display()))?;
+            let loaded = load_file(&path, source.format, &source.columns).with_context(|| format!("{}: {}", source.files_key, f.display()))?;
+            report.files.push(FileReport {
+                source: source.name.clone(),
+                file: path.display().to_string(),
+                format: loaded.format,
+                rows: loaded.rows.len() + loaded.errors.len(),
+                bad_rows: loaded.errors.len(),
+                columns: loaded.columns.clone(),
+            });
+            source_report.files.push(path.display().to_string());
+            source_report.rows_loaded += loaded.rows.len() + loaded.errors.len();
+            source_report.bad_rows += loaded.errors.len();
+            raw.extend(loaded.rows.into_iter().map(|row| (source.name.clone(), row)));
+            report.bad_rows.extend(loaded.errors);
+        }
+        if !d.mix.is_empty() {
+            report.sources.push(source_report);
+        }
+    }
+    report.rows_loaded = raw.len() + report.bad_rows.len();
+    if !report.bad_rows.is_empty() && d.on_bad_row == BadRows::Error {
+        bail!(
+            "{} of {} rows failed validation:\n{}\nFix these rows, or set `data.on_bad_row: skip` to leave them out (they are then listed in prepare_report.md).",
+            report.bad_rows.len(),
+            report.rows_loaded,
+            describe_errors(&report.bad_rows, 20)
+        );
+    }
+    if let Some(n) = d.limit {
+        if raw.len() > n {
+            raw.truncate(n);
+            report.limited_to = Some(n);
+        }
+    }
+    Ok(raw)
+}
+
+/// 2. Normalises outputs to numbered steps and scrubs personal data; each example keeps the
+/// review id of the row as the file holds it, so a reviewer's decision survives changes to
+/// the cleaning.
+pub fn clean_rows(recipe: &LoadedRecipe, raw: Vec<(String, RawRow)>, report: &mut PrepareReport) -> Result<Vec<Example>> {
+    let d = &recipe.recipe.data;
+    let names = match &d.pii.names_file {
+        Some(p) => {
+            let path = recipe.resolve(p).context("data.pii.names_file")?;
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read names file {}", path.display()))?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let scrubber = d.pii.enabled.then(|| {
+        let p = &d.pii;
+        PiiScrubber::new(&PiiOptions {
+            email: p.email,
+            phone: p.phone,
+            card: p.card,
+            ip: p.ip,
+            nik: p.nik,
+            npwp: p.npwp,
+            bank_account: p.bank_account,
+            name_markers: p.name_markers,
+            names,
+        })
+    });
+    let mut examples = Vec::with_capacity(raw.len());
+    for (source, row) in raw {
+        let (output, shape) = match (&row.output, d.normalize_steps) {
+            (RawOutput::List(items), _) => {
+                let n = normalise_list(items);
+                (n.text, n.shape)
+            }
+            (RawOutput::Text(text), true) => {
+                let n = normalise_text(text, d.step_style);
+                (n.text, n.shape)
+            }
+            (RawOutput::Text(text), false) => (text.trim().to_string(), StepShape::NoSteps),
+        };
+        let shape_name = serde_json::to_value(&shape).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        *report.output_shapes.entry(shape_name).or_default() += 1;
+        if shape == StepShape::NoSteps && d.normalize_steps && d.on_no_steps == NoSteps::Drop {
+            report.dropped_no_steps += 1;
+            continue;
+        }
+        let (prompt, output) = match &scrubber {
+            Some(s) => {
+                let (p, c1) = s.scrub(row.prompt.trim());
+                let (o, c2) = s.scrub(&output);
+                report.pii.add(&c1);
+                report.pii.add(&c2);
+                (p, o)
+            }
+            None => (row.prompt.trim().to_string(), output),
+        };
+        let group = match (d.group_by, &row.group) {
+            (GroupBy::Output, _) | (GroupBy::Auto, None) => text_key(&output),
+            (_, Some(g)) => g.clone(),
+            (GroupBy::Column, None) => bail!("{}: no group value, but `data.group_by` is `column`; fill the group column or use group_by: auto", row.at),
+        };
+        // Two sources' equal group names are different intents: namespaced, they never merge.
+        let group = if source.is_empty() { group } else { format!("{source}/{group}") };
+        let file_stem = Path::new(&row.at.file).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let id = row.id.clone().unwrap_or_else(|| format!("{file_stem}:{}", row.at.row));
+        let review_id = review::row_id(row.prompt.trim(), &raw_output_text(&row.output));
+        examples.push(Example { id, prompt, output, group, at: row.at, copy: 0, source, provenance: row.provenance, review_id });
+    }
+    if examples.is_empty() {
+        bail!("no usable rows are left after cleaning (loaded {}, dropped without steps {})", report.rows_loaded, report.dropped_no_steps);
+    }
+    Ok(examples)
+}
+
+/// The output as the file holds it: the text, or the steps one per line.
+fn raw_output_text(output: &RawOutput) -> String {
+    match output {
+        RawOutput::Text(t) => t.trim().to_string(),
+        RawOutput::List(items) => items.iter().map(|s| s.trim()).collect::<Vec<_>>().join("\n"),
+    }
+}
+
+/// 3. Deduplicates over all sources, caps the `data.mix` sources (`max_rows`) and splits by
+/// paraphrase: the rows review and the mix weights then choose from, which `steptune review
+/// export` lists.
+pub fn split_rows(recipe: &LoadedRecipe, examples: Vec<Example>, report: &mut PrepareReport) -> (Vec<Example>, Vec<Example>, SplitReport) {
+    let (r, d) = (&recipe.recipe, &recipe.recipe.data);
+    let (examples, dedup_report) = dedup(examples, d.dedup.exact, d.dedup.near_threshold);
+    report.dedup = dedup_report;
+    let examples = if d.mix.is_empty() { examples } else { cap_sources(examples, &d.mix, r.seed, &mut report.sources) };
+    split(examples, &d.split, r.seed)
+}
+
+fn rows_per_source(rows: &[Example]) -> BTreeMap<String, usize> {
+    let mut n = BTreeMap::new();
+    for e in rows {
+        *n.entry(e.source.clone()).or_insert(0) += 1;
+    }
+    n
+}
+
 /// One source to load: `data.files` alone, or one `data.mix` source with `data.format` and
 /// `data.columns` filling what it leaves unset.
 struct LoadSource {
@@ -414,6 +498,7 @@ fn sources_of(d: &crate::recipe::DataSection) -> Vec<LoadSource> {
                     output: or(&s.columns.output, &d.columns.output),
                     group: or(&s.columns.group, &d.columns.group),
                     id: or(&s.columns.id, &d.columns.id),
+                    source: or(&s.columns.source, &d.columns.source),
                 },
                 weight: s.weight,
                 max_rows: s.max_rows,
@@ -562,7 +647,7 @@ pub fn report_markdown(r: &PrepareReport) -> String {
     if !r.sources.is_empty() {
         let _ = writeln!(
             s,
-            "\n## Sources (data.mix)\n\n| source | weight / cap | rows loaded | bad | after cleaning | kept | train / eval after split | train / eval mixed | train share | prepared train / eval |\n|---|---|---|---|---|---|---|---|---|---|"
+            "\n## Sources (data.mix)\n\n| source | weight / cap | rows loaded | bad | after cleaning | kept | train / eval after split | train held back by review | train / eval mixed | train share | prepared train / eval |\n|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for src in &r.sources {
             let sizing = match (src.weight, src.max_rows) {
@@ -572,7 +657,7 @@ pub fn report_markdown(r: &PrepareReport) -> String {
             };
             let _ = writeln!(
                 s,
-                "| {} | {sizing} | {} | {} | {} | {} | {} / {} | {} / {} | {:.3} | {} / {} |",
+                "| {} | {sizing} | {} | {} | {} | {} | {} / {} | {} | {} / {} | {:.3} | {} / {} |",
                 src.name,
                 src.rows_loaded,
                 src.bad_rows,
@@ -580,6 +665,7 @@ pub fn report_markdown(r: &PrepareReport) -> String {
                 src.rows_kept,
                 src.train_rows_split,
                 src.eval_rows_split,
+                src.review_held_back,
                 src.train_rows,
                 src.eval_rows,
                 src.train_share,
@@ -597,8 +683,8 @@ pub fn report_markdown(r: &PrepareReport) -> String {
     let _ = writeln!(s, "- Dropped for having no steps: {}.", r.dropped_no_steps);
     let _ = writeln!(
         s,
-        "- Personal data replaced: {} e-mail, {} phone, {} card, {} IP, {} name.",
-        r.pii.email, r.pii.phone, r.pii.card, r.pii.ip, r.pii.name
+        "- Personal data replaced: {} e-mail, {} phone, {} card, {} IP, {} name, {} NIK, {} NPWP, {} bank account.",
+        r.pii.email, r.pii.phone, r.pii.card, r.pii.ip, r.pii.name, r.pii.nik, r.pii.npwp, r.pii.bank_account
     );
     let _ = writeln!(
         s,
@@ -609,6 +695,11 @@ pub fn report_markdown(r: &PrepareReport) -> String {
     );
     for d in r.dedup.exact.iter().chain(&r.dedup.near).take(10) {
         let _ = writeln!(s, "  - {} duplicates {} (similarity {:.2})", d.removed, d.kept, d.similarity);
+    }
+    if let Some(line) = review::review_summary(&r.review) {
+        let _ = writeln!(s, "\n## Review\n");
+        let _ = writeln!(s, "- {line}.");
+        let _ = writeln!(s, "- Synthetic rows: {}. Decisions come from `review.jsonl` (`steptune review import`).", r.review.synthetic_rows);
     }
     let sp = &r.split;
     let _ = writeln!(s, "\n## Split\n");
@@ -689,6 +780,7 @@ pub fn summary_line(r: &PrepareReport) -> String {
         "eval_rows": r.split.eval_rows,
         "groups": r.split.groups,
         "pii_replaced": r.pii.total(),
+        "review_train": {"approved": r.review.train.approved, "rejected": r.review.train.rejected, "pending": r.review.train.pending, "enforced_on": r.review.enforced_on},
         "duplicates_removed": r.dedup.exact.len() + r.dedup.near.len(),
         "suggested_max_length": r.length.suggested_max_length_p99,
         "windows_made": r.length.windows_made,

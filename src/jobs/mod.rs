@@ -52,6 +52,15 @@ fn prepare_alone(recipe: &LoadedRecipe, output_dir: Option<PathBuf>, show: usize
         print!("{}", prepare::show_examples(&out, show));
     }
     eprintln!("prepare: {}", prepare::summary_line(&out.report));
+    if let Some(line) = crate::data::review::review_summary(&out.report.review) {
+        eprintln!("prepare: {line}");
+        if out.report.review.eval.rejected > 0 {
+            eprintln!(
+                "prepare: warning: {} eval rows were rejected by reviewers but stay in eval (review filters train rows only); fix or remove them in the data",
+                out.report.review.eval.rejected
+            );
+        }
+    }
     eprintln!("prepare: wrote {}/prepared/{{train,eval}}.jsonl and prepare_report.md", run.root.display());
     Ok(())
 }
