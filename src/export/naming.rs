@@ -468,7 +468,8 @@ mod tests {
         let p = model_id_components(Some("Qwen/Qwen3-8B"), 8_190_735_360);
         assert_eq!((p.org.as_deref(), p.basename.as_deref(), p.size_label.as_deref(), p.finetune.as_deref()), (Some("Qwen"), Some("Qwen3"), Some("8B"), None));
         let p = model_id_components(Some("meta-llama/Llama-3.1-8B-Instruct"), 8_030_261_248);
-        assert_eq!((p.basename.as_deref(), p.version.as_deref(), p.size_label.as_deref(), p.finetune.as_deref()), (Some("Llama"), Some("3.1"), Some("8B"), Some("Instruct")));
+        // The version right after the name stays in the basename (gguf-py gives the same).
+        assert_eq!((p.basename.as_deref(), p.version.as_deref(), p.size_label.as_deref(), p.finetune.as_deref()), (Some("Llama-3.1"), None, Some("8B"), Some("Instruct")));
         // A folder name with no size, finetune or version says nothing but its name.
         let p = model_id_components(Some("qwen3_tied"), 4_900_000);
         assert_eq!((p.full_name.as_deref(), p.basename), (Some("qwen3_tied"), None));
