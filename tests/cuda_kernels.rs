@@ -31,14 +31,17 @@ fn nf4_kernels_compile_for_sm80_and_sm90() {
     let log = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "nvcc failed on {}:\n{log}", src.display());
     assert!(std::fs::metadata(&obj).unwrap().len() > 0);
-    // ptxas reports every kernel it assembled: both output types, for both architectures, and
+    // ptxas reports every kernel it assembled: the eight-values-per-thread kernel and the
+    // byte kernel (tails, odd layouts), each for both output types and both architectures, and
     // none spills registers to local memory.
     for arch in ["sm_80", "sm_90"] {
         let funcs: Vec<&str> = log.lines().filter(|l| l.contains("Compiling entry function") && l.contains(arch)).collect();
-        assert_eq!(funcs.len(), 2, "{arch}: expected the float and bfloat16 kernels, ptxas said:\n{log}");
-        assert!(funcs.iter().any(|l| l.contains("nv_bfloat16")) && funcs.iter().any(|l| l.contains("IfE")), "{arch}:\n{log}");
+        assert_eq!(funcs.len(), 4, "{arch}: expected the vec8 and byte kernels for float and bfloat16, ptxas said:\n{log}");
+        for (kernel, ty) in [("nf4_dequantize_vec8_kernel", "nv_bfloat16"), ("nf4_dequantize_vec8_kernel", "IfE"), ("nf4_dequantize_kernel", "nv_bfloat16"), ("nf4_dequantize_kernel", "IfE")] {
+            assert!(funcs.iter().any(|l| l.contains(kernel) && l.contains(ty)), "{arch}: no {kernel} for {ty}:\n{log}");
+        }
     }
     let spills: Vec<&str> = log.lines().filter(|l| l.contains("spill stores")).collect();
-    assert_eq!(spills.len(), 4, "{log}");
+    assert_eq!(spills.len(), 8, "{log}");
     assert!(spills.iter().all(|l| l.contains(" 0 bytes spill stores, 0 bytes spill loads")), "{log}");
 }
