@@ -95,6 +95,8 @@ pub struct PrepareReport {
     pub pii: PiiCounts,
     pub dedup: DedupReport,
     pub split: SplitReport,
+    /// `<run>/augmented.jsonl` rows added to train (`steptune augment`).
+    pub augmented: super::augment::AugmentAdded,
     pub length: LengthPolicyReport,
     pub stats_train: SplitStats,
     pub stats_eval: SplitStats,
@@ -241,6 +243,7 @@ pub fn prepare(recipe: &LoadedRecipe) -> Result<PrepareOutput> {
     let examples = if d.mix.is_empty() { examples } else { cap_sources(examples, &d.mix, r.seed, &mut report.sources) };
     let (train, eval, mut split_report) = split(examples, &d.split, r.seed);
     let (train, eval) = if d.mix.is_empty() { (train, eval) } else { weigh_sources(train, eval, &d.mix, r.seed, &mut report.sources)? };
+    let train = super::augment::add_to_train(recipe, train, &eval, &mut report.augmented)?;
     split_report.train_rows = train.len();
     split_report.eval_rows = eval.len();
     let train = oversample(train, d.oversample_min_rows, r.seed, &mut split_report);
@@ -613,6 +616,10 @@ pub fn report_markdown(r: &PrepareReport) -> String {
     let sp = &r.split;
     let _ = writeln!(s, "\n## Split\n");
     let _ = writeln!(s, "- {} groups; {} train rows, {} eval rows.", sp.groups, sp.train_rows, sp.eval_rows);
+    if !r.augmented.file.is_empty() {
+        let a = &r.augmented;
+        let _ = writeln!(s, "- Augmented wordings added to train: {} of {} in {} (rejected: {:?}).", a.added, a.rows_in_file, a.file, a.rejected);
+    }
     let _ = writeln!(s, "- Oversampled: {} rows added to {} small train groups.", sp.oversampled_rows, sp.oversampled_groups);
     let _ = writeln!(s, "- Eval rows moved to train because their prompt was also in train: {}.", sp.leaks_moved);
     if !sp.single_row_groups.is_empty() {
@@ -692,6 +699,7 @@ pub fn summary_line(r: &PrepareReport) -> String {
         "duplicates_removed": r.dedup.exact.len() + r.dedup.near.len(),
         "suggested_max_length": r.length.suggested_max_length_p99,
         "windows_made": r.length.windows_made,
+        "augmented_rows": r.augmented.added,
         "sources": r.sources.iter().map(|s| (s.name.clone(), json!({"train": s.prepared_train, "eval": s.prepared_eval}))).collect::<serde_json::Map<_, _>>(),
         "seconds": r.seconds.get("total"),
     })
