@@ -39,7 +39,7 @@ fn section(per_prompt: usize) -> AugmentSection {
 }
 
 fn scrubber() -> PiiScrubber {
-    PiiScrubber::new(&PiiOptions { email: true, phone: true, card: true, ip: true, names: vec![] })
+    PiiScrubber::new(&PiiOptions::all(vec![]))
 }
 
 const RESET: &str = "1. Open the app.\n2. Tap Forgot Password.\n3. Follow the link in the email.";

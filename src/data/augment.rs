@@ -506,7 +506,7 @@ pub fn report_markdown(r: &AugmentReport) -> String {
 // ---------------------------------------------------------------------------------------------
 // The stage.
 
-/// The recipe's PII scrubber (None when `data.pii.enabled` is false).
+/// The recipe's PII scrubber (None when `data.pii.enabled` is false): the one `prepare` uses.
 pub fn scrubber_of(recipe: &LoadedRecipe) -> Result<Option<PiiScrubber>> {
     let p = &recipe.recipe.data.pii;
     if !p.enabled {
@@ -525,7 +525,17 @@ pub fn scrubber_of(recipe: &LoadedRecipe) -> Result<Option<PiiScrubber>> {
         }
         None => Vec::new(),
     };
-    Ok(Some(PiiScrubber::new(&PiiOptions { email: p.email, phone: p.phone, card: p.card, ip: p.ip, names })))
+    Ok(Some(PiiScrubber::new(&PiiOptions {
+        email: p.email,
+        phone: p.phone,
+        card: p.card,
+        ip: p.ip,
+        nik: p.nik,
+        npwp: p.npwp,
+        bank_account: p.bank_account,
+        name_markers: p.name_markers,
+        names,
+    })))
 }
 
 /// The train rows to rewrite (originals only: no oversampled copy, one row per windowed

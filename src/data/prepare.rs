@@ -16,7 +16,7 @@ use serde_json::json;
 use super::dedup::{dedup, text_key, DedupReport};
 use super::load::{describe_errors, load_file, ColumnsUsed, RawOutput, RawRow, RowError};
 use super::review::{self, ReviewReport, Reviews, REVIEW_FILE};
-use super::pii::{PiiCounts, PiiOptions, PiiScrubber};
+use super::pii::PiiCounts;
 use super::split::{oversample, split, SplitReport};
 use super::stats::{round_up, split_stats, SplitStats};
 use super::steps::{normalise_list, normalise_text, StepShape};
@@ -368,33 +368,7 @@ pub fn load_rows(recipe: &LoadedRecipe, report: &mut PrepareReport) -> Result<Ve
 /// the cleaning.
 pub fn clean_rows(recipe: &LoadedRecipe, raw: Vec<(String, RawRow)>, report: &mut PrepareReport) -> Result<Vec<Example>> {
     let d = &recipe.recipe.data;
-    let names = match &d.pii.names_file {
-        Some(p) => {
-            let path = recipe.resolve(p).context("data.pii.names_file")?;
-            std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read names file {}", path.display()))?
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string)
-                .collect()
-        }
-        None => Vec::new(),
-    };
-    let scrubber = d.pii.enabled.then(|| {
-        let p = &d.pii;
-        PiiScrubber::new(&PiiOptions {
-            email: p.email,
-            phone: p.phone,
-            card: p.card,
-            ip: p.ip,
-            nik: p.nik,
-            npwp: p.npwp,
-            bank_account: p.bank_account,
-            name_markers: p.name_markers,
-            names,
-        })
-    });
+    let scrubber = super::augment::scrubber_of(recipe)?;
     let mut examples = Vec::with_capacity(raw.len());
     for (source, row) in raw {
         let (output, shape) = match (&row.output, d.normalize_steps) {
