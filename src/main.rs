@@ -162,6 +162,14 @@ enum Command {
         #[arg(long)]
         output_dir: Option<PathBuf>,
     },
+    /// New wordings of every train prompt by the LLM of `data.augment` into <run>/augmented.jsonl,
+    /// filtered and with provenance; the next `prepare` adds them to the train split.
+    Augment {
+        recipe: PathBuf,
+        /// Override a recipe value, e.g. --set data.augment.per_prompt=3 (repeatable).
+        #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+        set: Vec<String>,
+    },
     /// Train on <run>/prepared/ (run `prepare` first); resumes from the newest checkpoint.
     Train {
         recipe: Option<PathBuf>,
@@ -650,6 +658,7 @@ fn main() {
         }),
         (Some(Command::Estimate { recipe, seq, batch, budget, json, set }), _) => jobs::load(Some(&recipe), &set).and_then(|r| estimate_cmd(&r, seq, batch, budget.as_deref(), json)),
         (Some(Command::Prepare { recipe, set, show, output_dir }), _) => load_joined(recipe.as_deref(), &set).and_then(|r| prepare_stage(&r, output_dir, show)),
+        (Some(Command::Augment { recipe, set }), _) => jobs::load(Some(&recipe), &set).and_then(|r| jobs::augment_stage(&r)),
         (Some(Command::Train { recipe, set, restart, stop_after, output_dir }), _) => {
             load_joined(recipe.as_deref(), &set).and_then(|r| train_stage(&r, output_dir, &train::TrainOptions { restart, stop_after }).map(|_| ()))
         }

@@ -280,6 +280,63 @@ pub struct DataSection {
     pub mix: Vec<MixSource>,
     /// Which train rows need a reviewer's approval (`steptune review`) before they are trained on.
     pub require_review: RequireReview,
+    /// `steptune augment`: new wordings of every train prompt, written by an LLM.
+    pub augment: AugmentSection,
+}
+
+/// `data.augment`: the model that rewrites train prompts, how it samples, and the filters a new
+/// wording must pass.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentSection {
+    /// A model folder or Hub id with a chat template (for example Qwen/Qwen3-8B). Empty: not
+    /// configured (`steptune augment` then says so).
+    pub model: String,
+    /// New wordings asked for per train prompt (at most this many are kept).
+    pub per_prompt: usize,
+    /// The user message sent to the model; `{prompt}` is the train prompt, `{n}` is per_prompt.
+    pub instruction: String,
+    /// Seeds the sampling. Unset: the recipe's `seed`.
+    pub seed: Option<u64>,
+    pub do_sample: bool,
+    pub temperature: f64,
+    pub top_p: f64,
+    /// 0: off.
+    pub top_k: usize,
+    pub max_new_tokens: usize,
+    /// Instructions generated together.
+    pub batch_size: usize,
+    /// Length bounds of a kept wording, in characters.
+    pub min_chars: usize,
+    pub max_chars: usize,
+    /// A wording may be at most this many times as long as its source prompt (sources under 20
+    /// characters count as 20). 0: off.
+    pub max_length_ratio: f64,
+    /// `prepare` adds `<run>/augmented.jsonl` to the train split when the file exists.
+    pub add_to_train: bool,
+}
+
+pub const DEFAULT_AUGMENT_INSTRUCTION: &str = "Rewrite the following customer question in {n} different ways that keep exactly the same meaning and intent. Answer with a numbered list only.\n\nQuestion: {prompt}";
+
+impl Default for AugmentSection {
+    fn default() -> Self {
+        AugmentSection {
+            model: String::new(),
+            per_prompt: 4,
+            instruction: DEFAULT_AUGMENT_INSTRUCTION.into(),
+            seed: None,
+            do_sample: true,
+            temperature: 0.8,
+            top_p: 0.95,
+            top_k: 0,
+            max_new_tokens: 256,
+            batch_size: 8,
+            min_chars: 8,
+            max_chars: 400,
+            max_length_ratio: 4.0,
+            add_to_train: true,
+        }
+    }
 }
 
 /// One source of `data.mix`.
@@ -544,6 +601,7 @@ impl Default for DataSection {
             window_stride: None,
             mix: Vec::new(),
             require_review: RequireReview::Auto,
+            augment: AugmentSection::default(),
         }
     }
 }
@@ -1055,6 +1113,25 @@ impl Recipe {
         if !(8..=1_048_576).contains(&d.max_length) {
             e.push(format!("`data.max_length` is {}, must be in [8, 1048576]", d.max_length));
         }
+        let a = &d.augment;
+        if !(1..=50).contains(&a.per_prompt) {
+            e.push(format!("`data.augment.per_prompt` is {}, must be in [1, 50]", a.per_prompt));
+        }
+        if !a.instruction.contains("{prompt}") {
+            e.push("`data.augment.instruction` has no `{prompt}`: the model would not see the prompt to rewrite".into());
+        }
+        in_range(&mut e, "data.augment.temperature", a.temperature, 0.0, 100.0, true);
+        in_range(&mut e, "data.augment.top_p", a.top_p, 0.0, 1.0, true);
+        if !(1..=65536).contains(&a.max_new_tokens) {
+            e.push(format!("`data.augment.max_new_tokens` is {}, must be in [1, 65536]", a.max_new_tokens));
+        }
+        if a.batch_size == 0 {
+            e.push("`data.augment.batch_size` is 0, must be at least 1".into());
+        }
+        if a.max_chars == 0 || a.min_chars > a.max_chars {
+            e.push(format!("`data.augment.min_chars` ({}) and `data.augment.max_chars` ({}) must satisfy 0 <= min_chars <= max_chars, max_chars >= 1", a.min_chars, a.max_chars));
+        }
+        in_range(&mut e, "data.augment.max_length_ratio", a.max_length_ratio, 0.0, 1e6, false);
         let v = &self.eval;
         if !(1..=65536).contains(&v.max_new_tokens) {
             e.push(format!("`eval.max_new_tokens` is {}, must be in [1, 65536]", v.max_new_tokens));

@@ -1,4 +1,5 @@
 //! The data stage: load, check, clean, group, split, encode and measure.
+pub mod augment;
 pub mod dedup;
 pub mod load;
 pub mod pii;

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::dedup::{dedup, text_key, DedupReport};
 use super::load::{describe_errors, load_file, ColumnsUsed, RawOutput, RawRow, RowError};
 use super::review::{self, ReviewReport, Reviews, REVIEW_FILE};
-use super::pii::{PiiCounts, PiiOptions, PiiScrubber};
+use super::pii::PiiCounts;
 use super::split::{oversample, split, SplitReport};
 use super::stats::{round_up, split_stats, SplitStats};
 use super::steps::{normalise_list, normalise_text, StepShape};
@@ -98,6 +98,8 @@ pub struct PrepareReport {
     /// Reviewers' decisions on the rows that need them (`data.require_review`).
     pub review: ReviewReport,
     pub split: SplitReport,
+    /// `<run>/augmented.jsonl` rows added to train (`steptune augment`).
+    pub augmented: super::augment::AugmentAdded,
     pub length: LengthPolicyReport,
     pub stats_train: SplitStats,
     pub stats_eval: SplitStats,
@@ -146,11 +148,13 @@ pub fn prepare_in(recipe: &LoadedRecipe, run_root: &Path) -> Result<PrepareOutpu
     let examples = clean_rows(recipe, raw, &mut report)?;
     t.lap(&mut report.seconds, "normalise_and_scrub");
 
-    // 3. Deduplicate, cap the mix sources, then split by paraphrase, hold back train rows that
-    // need a reviewer's approval, weigh the mix sources, and oversample rare train groups.
+    // 3. Deduplicate, cap the mix sources, then split by paraphrase, add `steptune augment`'s new
+    // wordings to train, hold back train rows that need a reviewer's approval (the augmented ones
+    // are synthetic), weigh the mix sources, and oversample rare train groups.
     // Review comes before the weights, so a weighted source is its fraction of the rows allowed
     // to train (every one of which was on the sheet `steptune review export` wrote).
     let (train, eval, mut split_report) = split_rows(recipe, examples, &mut report);
+    let train = super::augment::add_to_train(recipe, train, &eval, &mut report.augmented)?;
     let train_split = if d.mix.is_empty() { BTreeMap::new() } else { rows_per_source(&train) };
     let reviews = Reviews::read(&run_root.join(REVIEW_FILE))?;
     let (train, review_report) = review::apply(train, &eval, d.require_review, reviews.as_ref());
@@ -364,33 +368,7 @@ pub fn load_rows(recipe: &LoadedRecipe, report: &mut PrepareReport) -> Result<Ve
 /// the cleaning.
 pub fn clean_rows(recipe: &LoadedRecipe, raw: Vec<(String, RawRow)>, report: &mut PrepareReport) -> Result<Vec<Example>> {
     let d = &recipe.recipe.data;
-    let names = match &d.pii.names_file {
-        Some(p) => {
-            let path = recipe.resolve(p).context("data.pii.names_file")?;
-            std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read names file {}", path.display()))?
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string)
-                .collect()
-        }
-        None => Vec::new(),
-    };
-    let scrubber = d.pii.enabled.then(|| {
-        let p = &d.pii;
-        PiiScrubber::new(&PiiOptions {
-            email: p.email,
-            phone: p.phone,
-            card: p.card,
-            ip: p.ip,
-            nik: p.nik,
-            npwp: p.npwp,
-            bank_account: p.bank_account,
-            name_markers: p.name_markers,
-            names,
-        })
-    });
+    let scrubber = super::augment::scrubber_of(recipe)?;
     let mut examples = Vec::with_capacity(raw.len());
     for (source, row) in raw {
         let (output, shape) = match (&row.output, d.normalize_steps) {
@@ -704,6 +682,10 @@ pub fn report_markdown(r: &PrepareReport) -> String {
     let sp = &r.split;
     let _ = writeln!(s, "\n## Split\n");
     let _ = writeln!(s, "- {} groups; {} train rows, {} eval rows.", sp.groups, sp.train_rows, sp.eval_rows);
+    if !r.augmented.file.is_empty() {
+        let a = &r.augmented;
+        let _ = writeln!(s, "- Augmented wordings added to train: {} of {} in {} (rejected: {:?}).", a.added, a.rows_in_file, a.file, a.rejected);
+    }
     let _ = writeln!(s, "- Oversampled: {} rows added to {} small train groups.", sp.oversampled_rows, sp.oversampled_groups);
     let _ = writeln!(s, "- Eval rows moved to train because their prompt was also in train: {}.", sp.leaks_moved);
     if !sp.single_row_groups.is_empty() {
@@ -784,6 +766,7 @@ pub fn summary_line(r: &PrepareReport) -> String {
         "duplicates_removed": r.dedup.exact.len() + r.dedup.near.len(),
         "suggested_max_length": r.length.suggested_max_length_p99,
         "windows_made": r.length.windows_made,
+        "augmented_rows": r.augmented.added,
         "sources": r.sources.iter().map(|s| (s.name.clone(), json!({"train": s.prepared_train, "eval": s.prepared_eval}))).collect::<serde_json::Map<_, _>>(),
         "seconds": r.seconds.get("total"),
     })

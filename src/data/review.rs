@@ -264,6 +264,8 @@ pub fn reviewable_rows(recipe: &LoadedRecipe) -> Result<Vec<SheetRow>> {
     let raw = load_rows(recipe, &mut report)?;
     let examples = clean_rows(recipe, raw, &mut report)?;
     let (train, eval, _) = split_rows(recipe, examples, &mut report);
+    // `steptune augment`'s wordings join train as prepare adds them: they are what review is for.
+    let train = super::augment::add_to_train(recipe, train, &eval, &mut report.augmented)?;
     let row = |split: &'static str| {
         move |e: Example| SheetRow { id: e.review_id, split, source: e.provenance.unwrap_or_else(|| "original".into()), prompt: e.prompt, output: e.output }
     };

@@ -65,6 +65,25 @@ fn prepare_alone(recipe: &LoadedRecipe, output_dir: Option<PathBuf>, show: usize
     Ok(())
 }
 
+/// `steptune augment`: new wordings of the train prompts into `<run>/augmented.jsonl`, which the
+/// next `prepare` adds to the train split.
+pub fn augment_stage(recipe: &LoadedRecipe) -> Result<()> {
+    let run = RunDir::create(recipe.output_dir())?;
+    run.write_provenance(recipe, "augment")?;
+    let out = crate::data::augment::run(recipe, &run)?;
+    let t = &out.report.total;
+    eprintln!(
+        "augment: {} train prompts, {} wordings asked, {} kept, {} rejected {}",
+        t.prompts,
+        t.asked,
+        t.kept,
+        t.rejected_total(),
+        serde_json::to_string(&t.rejected).unwrap_or_default()
+    );
+    eprintln!("augment: wrote {}/augmented.jsonl and augment_report.md; `steptune prepare` adds the rows to the train split", run.root.display());
+    Ok(())
+}
+
 pub fn train_stage(recipe: &LoadedRecipe, output_dir: Option<PathBuf>, opts: &train::TrainOptions) -> Result<train::TrainOutcome> {
     let world = dist::world();
     let run = RunDir::create(output_dir.unwrap_or_else(|| recipe.output_dir()))?;
