@@ -253,6 +253,16 @@ fn the_whole_path_runs_with_a_tiny_model_and_prepare_adds_the_rows_to_train_only
         assert_eq!((&p.id, &p.prompt, &p.output), (&r.id, &r.prompt, &r.output));
     }
 
+    // Review: the augmented rows are synthetic, on the sheet, and held back until approved.
+    let sheet = steptune::data::review::reviewable_rows(&recipe).unwrap();
+    assert_eq!(sheet.iter().filter(|r| r.source == "synthetic").count(), rows.len());
+    assert!(sheet.iter().filter(|r| r.source == "synthetic").all(|r| r.split == "train"));
+    let mut gated = recipe.clone();
+    gated.recipe.data.require_review = steptune::recipe::RequireReview::Synthetic;
+    let held = steptune::data::prepare::prepare(&gated).unwrap();
+    assert_eq!(ids(&held.train), ids(&before.train), "pending synthetic rows are not trained on");
+    assert_eq!(held.report.review.train.pending, rows.len());
+
     // add_to_train: false leaves the file out.
     let mut off = recipe.clone();
     off.recipe.data.augment.add_to_train = false;
