@@ -199,7 +199,7 @@ impl PromptIndex {
                 if lo / hi < self.threshold {
                     continue;
                 }
-                let j = jaccard_sorted(&q, s);
+                let j = super::dedup::jaccard(&q, s);
                 if j >= self.threshold && best.is_none_or(|b| j > b) {
                     best = Some(j);
                 }
@@ -207,23 +207,6 @@ impl PromptIndex {
         }
         best
     }
-}
-
-fn jaccard_sorted<T: Ord>(a: &[T], b: &[T]) -> f64 {
-    let (mut i, mut j, mut inter) = (0, 0, 0usize);
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                inter += 1;
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    let union = a.len() + b.len() - inter;
-    if union == 0 { 1.0 } else { inter as f64 / union as f64 }
 }
 
 fn word_set(text: &str) -> Vec<String> {
@@ -275,7 +258,7 @@ pub fn check_wording(wording: &str, source_prompt: &str, answer: &str, f: &Filte
     }
     let (wk, ak) = (text_key(w), text_key(answer));
     let within = wk.split(' ').count() >= 3 && format!(" {ak} ").contains(&format!(" {wk} "));
-    let near_answer = f.near_threshold < 1.0 && jaccard_sorted(&word_set(w), &word_set(answer)) >= f.near_threshold;
+    let near_answer = f.near_threshold < 1.0 && super::dedup::jaccard(&word_set(w), &word_set(answer)) >= f.near_threshold;
     if wk == ak || within || near_answer {
         return Err("copy_of_answer");
     }

@@ -102,8 +102,8 @@ pub fn dedup(rows: Vec<Example>, exact: bool, near_threshold: f64) -> (Vec<Examp
     (kept, report)
 }
 
-/// |a ∩ b| / |a ∪ b| of two sorted, deduplicated id lists.
-pub fn jaccard(a: &[u32], b: &[u32]) -> f64 {
+/// |a ∩ b| / |a ∪ b| of two sorted, deduplicated lists (1 for two empty ones).
+pub fn jaccard<T: Ord>(a: &[T], b: &[T]) -> f64 {
     if a.is_empty() && b.is_empty() {
         return 1.0;
     }
