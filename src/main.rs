@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use steptune::dist;
 use steptune::jobs::{self, eval_stage, load, load_joined, main_job, prepare_stage, train_stage};
-use steptune::model::generate::{TextGenerator, GenerateConfig};
+use steptune::model::generate::TextGenerator;
 use steptune::model::tokenizer::TokenizerBundle;
 use steptune::run::RunDir;
 use steptune::train;
@@ -494,15 +494,7 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
     }
     let tok = TokenizerBundle::from_dir(&a.model)?;
     let gen = TextGenerator::new(model.as_ref(), &tok, a.system.clone())?;
-    let cfg = GenerateConfig {
-        max_new_tokens: a.max_new_tokens,
-        do_sample: a.do_sample,
-        temperature: a.temperature,
-        top_p: a.top_p,
-        top_k: a.top_k,
-        eos_ids: gen.stop_ids(),
-        pad_id: gen.pad_id(),
-    };
+    let cfg = gen.config(a.max_new_tokens, a.do_sample, a.temperature, a.top_p, a.top_k);
     tch::manual_seed(a.seed);
     let out = gen.generate(&a.prompt, &cfg, 8)?;
     for g in out {

@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::dedup::{text_key, words};
 use super::load::RowRef;
-use super::pii::{PiiOptions, PiiScrubber};
+use super::pii::PiiScrubber;
 use super::Example;
-use crate::model::generate::{GenerateConfig, TextGenerator};
+use crate::model::generate::TextGenerator;
 use crate::model::source;
 use crate::model::tokenizer::TokenizerBundle;
 use crate::recipe::{AugmentSection, LoadedRecipe, ModelSection};
@@ -489,37 +489,6 @@ pub fn report_markdown(r: &AugmentReport) -> String {
 // ---------------------------------------------------------------------------------------------
 // The stage.
 
-/// The recipe's PII scrubber (None when `data.pii.enabled` is false): the one `prepare` uses.
-pub fn scrubber_of(recipe: &LoadedRecipe) -> Result<Option<PiiScrubber>> {
-    let p = &recipe.recipe.data.pii;
-    if !p.enabled {
-        return Ok(None);
-    }
-    let names = match &p.names_file {
-        Some(f) => {
-            let path = recipe.resolve(f).context("data.pii.names_file")?;
-            std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read names file {}", path.display()))?
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string)
-                .collect()
-        }
-        None => Vec::new(),
-    };
-    Ok(Some(PiiScrubber::new(&PiiOptions {
-        email: p.email,
-        phone: p.phone,
-        card: p.card,
-        ip: p.ip,
-        nik: p.nik,
-        npwp: p.npwp,
-        bank_account: p.bank_account,
-        name_markers: p.name_markers,
-        names,
-    })))
-}
 
 /// The train rows to rewrite (originals only: no oversampled copy, one row per windowed
 /// example) and the eval prompts, as `prepare` splits them without augmentation.
@@ -576,20 +545,12 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir) -> Result<AugmentOutput> {
     let model = crate::model::load_model(&dir, None, kind, device)?;
     let tok = TokenizerBundle::from_dir(&dir)?;
     let gen = TextGenerator::new(model.as_ref(), &tok, None)?;
-    let cfg = GenerateConfig {
-        max_new_tokens: a.max_new_tokens,
-        do_sample: a.do_sample,
-        temperature: a.temperature,
-        top_p: a.top_p,
-        top_k: a.top_k,
-        eos_ids: gen.stop_ids(),
-        pad_id: gen.pad_id(),
-    };
+    let cfg = gen.config(a.max_new_tokens, a.do_sample, a.temperature, a.top_p, a.top_k);
     seconds.insert("load_model".to_string(), t1.elapsed().as_secs_f64());
 
     let t2 = Instant::now();
     let seed = a.seed.unwrap_or(recipe.recipe.seed);
-    let scrubber = scrubber_of(recipe)?;
+    let scrubber = super::pii::scrubber_of(recipe)?;
     let filters = Filters::from_section(a, recipe.recipe.data.dedup.near_threshold, scrubber.as_ref());
     let specials: Vec<String> = tok.added_tokens().into_iter().filter(|t| t != "<think>" && t != "</think>").collect();
     let mut ask = |batch: usize, instructions: &[String]| -> Result<Vec<String>> {

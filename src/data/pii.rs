@@ -10,7 +10,10 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::LazyLock;
 
+use anyhow::{Context, Result};
 use regex::{Regex, RegexBuilder};
+
+use crate::recipe::LoadedRecipe;
 
 /// How many of each kind one text (or a whole data set, via `add`) had replaced.
 #[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
@@ -589,6 +592,38 @@ fn is_grouped_phone(groups: &[Group], seps: &[Option<char>]) -> bool {
 
 fn consistent(seps: &[Option<char>]) -> bool {
     seps.iter().all(|s| s.is_some() && *s == seps[0])
+}
+
+/// The recipe's PII scrubber (None when `data.pii.enabled` is false): the one `prepare` and `augment` use.
+pub fn scrubber_of(recipe: &LoadedRecipe) -> Result<Option<PiiScrubber>> {
+    let p = &recipe.recipe.data.pii;
+    if !p.enabled {
+        return Ok(None);
+    }
+    let names = match &p.names_file {
+        Some(f) => {
+            let path = recipe.resolve(f).context("data.pii.names_file")?;
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read names file {}", path.display()))?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    Ok(Some(PiiScrubber::new(&PiiOptions {
+        email: p.email,
+        phone: p.phone,
+        card: p.card,
+        ip: p.ip,
+        nik: p.nik,
+        npwp: p.npwp,
+        bank_account: p.bank_account,
+        name_markers: p.name_markers,
+        names,
+    })))
 }
 
 #[cfg(test)]

@@ -368,7 +368,7 @@ pub fn load_rows(recipe: &LoadedRecipe, report: &mut PrepareReport) -> Result<Ve
 /// the cleaning.
 pub fn clean_rows(recipe: &LoadedRecipe, raw: Vec<(String, RawRow)>, report: &mut PrepareReport) -> Result<Vec<Example>> {
     let d = &recipe.recipe.data;
-    let scrubber = super::augment::scrubber_of(recipe)?;
+    let scrubber = super::pii::scrubber_of(recipe)?;
     let mut examples = Vec::with_capacity(raw.len());
     for (source, row) in raw {
         let (output, shape) = match (&row.output, d.normalize_steps) {

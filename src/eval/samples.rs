@@ -23,13 +23,5 @@ pub fn load_tuned(recipe: &LoadedRecipe, out: &TrainOutcome) -> Result<Box<dyn M
 
 pub fn generation_config(recipe: &LoadedRecipe, gen: &TextGenerator) -> GenerateConfig {
     let e = &recipe.recipe.eval;
-    GenerateConfig {
-        max_new_tokens: e.max_new_tokens,
-        do_sample: e.do_sample,
-        temperature: e.temperature,
-        top_p: e.top_p,
-        top_k: e.top_k,
-        eos_ids: gen.stop_ids(),
-        pad_id: gen.pad_id(),
-    }
+    gen.config(e.max_new_tokens, e.do_sample, e.temperature, e.top_p, e.top_k)
 }

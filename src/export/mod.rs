@@ -363,8 +363,7 @@ pub fn export_gguf(opts: &ExportOptions) -> Result<ExportReport> {
 
     // Metadata in the converter's order.
     let name_dir = opts.adapter.as_deref().unwrap_or(dir);
-    let meta = naming::Metadata::load(dir, name_dir, total_params as i64)?;
-    let mut meta = meta;
+    let mut meta = naming::Metadata::load(dir, name_dir, total_params as i64)?;
     if meta.size_label.is_none() && total_params > 0 {
         meta.size_label = Some(naming::size_label(total_params));
     }

@@ -139,6 +139,11 @@ impl<'a> TextGenerator<'a> {
         ids
     }
 
+    /// Generation settings with this tokenizer's stop and pad ids filled in.
+    pub fn config(&self, max_new_tokens: usize, do_sample: bool, temperature: f64, top_p: f64, top_k: usize) -> GenerateConfig {
+        GenerateConfig { max_new_tokens, do_sample, temperature, top_k, top_p, eos_ids: self.stop_ids(), pad_id: self.pad_id() }
+    }
+
     pub fn pad_id(&self) -> i64 {
         self.tok.pad_token.as_deref().and_then(|p| self.tok.token_id(p)).or_else(|| self.tok.eos_id().ok()).unwrap_or(0) as i64
     }
