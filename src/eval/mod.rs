@@ -1,6 +1,7 @@
 //! Evaluation: metrics equal to their reference implementations, and the eval stage.
 pub mod bleu;
 pub mod human;
+pub mod ifeval;
 pub mod meteor;
 pub mod porter;
 pub mod rouge;
