@@ -149,7 +149,7 @@ pub fn score_one(p: &IfevalPrompt, response: &str) -> Result<PromptOutcome> {
     let mut strict = Vec::new();
     let mut loose = Vec::new();
     for (id, kwargs) in p.instruction_id_list.iter().zip(&p.kwargs) {
-        let check = checkers::Instruction::new(id, kwargs, &p.prompt)
+        let check = checkers::Instruction::new(id, kwargs)
             .with_context(|| format!("prompt key {}: instruction {id}", p.key))?;
         let follows = |r: &str| !checkers::py_strip(r).is_empty() && check.follows(r);
         strict.push(follows(response));
