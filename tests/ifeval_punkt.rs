@@ -183,6 +183,11 @@ fn named_cases() {
         sentences("Wait... what happened? I don't know... Really."),
         ["Wait... what happened?", "I don't know... Really."]
     );
+    // NLTK's quirk: a spaced ellipsis splits into one-period "sentences".
+    assert_eq!(
+        sentences("Wait . . . what? He paused. . . and left."),
+        ["Wait .", ".", ".", "what?", "He paused.", ".", ".", "and left."]
+    );
     let toks = |s: &str| word_tokenize(s);
     assert_eq!(
         toks("Wait... what happened? I don't know... Really."),

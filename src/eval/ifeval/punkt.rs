@@ -619,27 +619,3 @@ pub fn sentences(text: &str) -> Vec<String> {
 pub fn sentence_count(text: &str) -> usize {
     sentence_spans(text).len()
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parameters_load() {
-        let p = params();
-        assert!(p.abbrev_types.contains("dr") && p.abbrev_types.contains(". . "));
-        assert!(p.sent_starters.contains("however"));
-        assert!(p.collocations.contains("##number##\tgenentech"));
-        assert!(p.ortho_context.len() > 10_000);
-    }
-
-    #[test]
-    fn multi_char_punct_gives_back_a_pair() {
-        let s: Vec<char> = ". . . x".chars().collect();
-        assert_eq!(multi_char_at(&s, 0), Some(5));
-        let s: Vec<char> = ". . . . x".chars().collect();
-        assert_eq!(multi_char_at(&s, 0), Some(7));
-        let s: Vec<char> = ". . x".chars().collect();
-        assert_eq!(multi_char_at(&s, 0), None);
-    }
-}
