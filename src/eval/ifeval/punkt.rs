@@ -6,9 +6,9 @@
 //! The port works on code points (`&[char]`) so every index, slice and "previous character" is
 //! the one Python sees; byte offsets are made only at the end. NLTK 3.10.4 compiles its Punkt
 //! patterns with the third-party `regex` module (nltk.redos), not `re`: its `\w`, `\d` and `\s`
-//! are the Unicode ones that Rust's `regex` crate and `char::is_whitespace` implement (checked code
-//! point by code point against regex 2024.11.6), while `str.strip` and `string.whitespace` keep
-//! Python's own definitions. The patterns with lookahead are matched by hand, as small scanners
+//! are the Unicode ones that Rust's `regex` crate and `char::is_whitespace` implement (all code
+//! points were compared once against regex 2024.11.6: equal sets), while `str.strip`,
+//! `string.whitespace` and `isupper`/`islower` keep Python's own definitions. The patterns with lookahead are matched by hand, as small scanners
 //! that follow the backtracking order of the Python pattern, rather than through fancy-regex:
 //! each is a few lines, and the scanners make the `regex`-versus-`re` differences explicit.
 //!
@@ -83,12 +83,17 @@ fn params() -> &'static Params {
                     p.sent_starters.insert(unescape(line));
                 }
                 "collocations" => {
-                    let (a, b) = line.split_once('\t').expect("punkt_english.txt: collocation without tab");
+                    let (a, b) = line
+                        .split_once('\t')
+                        .expect("punkt_english.txt: collocation without tab");
                     p.collocations.insert(format!("{}\t{}", unescape(a), unescape(b)));
                 }
                 "ortho_context" => {
-                    let (t, v) = line.split_once('\t').expect("punkt_english.txt: ortho_context without tab");
-                    p.ortho_context.insert(unescape(t), v.parse().expect("punkt_english.txt: ortho flag"));
+                    let (t, v) = line
+                        .split_once('\t')
+                        .expect("punkt_english.txt: ortho_context without tab");
+                    p.ortho_context
+                        .insert(unescape(t), v.parse().expect("punkt_english.txt: ortho flag"));
                 }
                 other => panic!("punkt_english.txt: unknown section {other}"),
             }
@@ -158,14 +163,34 @@ const SENT_END: [char; 3] = ['.', '?', '!'];
 fn is_non_word(c: char) -> bool {
     matches!(
         c,
-        ')' | '"' | ';' | '}' | ']' | '*' | ':' | '@' | '\'' | '(' | '{' | '['
-            | '\u{2018}' | '\u{2019}' | '\u{201c}' | '\u{201d}' | '\u{ab}' | '\u{bb}' | '?' | '!'
+        ')' | '"'
+            | ';'
+            | '}'
+            | ']'
+            | '*'
+            | ':'
+            | '@'
+            | '\''
+            | '('
+            | '{'
+            | '['
+            | '\u{2018}'
+            | '\u{2019}'
+            | '\u{201c}'
+            | '\u{201d}'
+            | '\u{ab}'
+            | '\u{bb}'
+            | '?'
+            | '!'
     )
 }
 
 /// `_re_word_start` excludes these from starting a word token.
 fn is_word_start(c: char) -> bool {
-    !matches!(c, '(' | '"' | '`' | '{' | '[' | ':' | ';' | '&' | '#' | '*' | '@' | ')' | '}' | ']' | '-' | ',')
+    !matches!(
+        c,
+        '(' | '"' | '`' | '{' | '[' | ':' | ';' | '&' | '#' | '*' | '@' | ')' | '}' | ']' | '-' | ','
+    )
 }
 
 /// `_re_multi_char_punct` = `(?:\-{2,}|\.{2,}|(?:\.\s){2,}\.)` at `i`: the end of the match.
@@ -245,14 +270,22 @@ fn period_contexts(s: &[char]) -> Vec<EndContext> {
             continue;
         }
         if is_non_word(s[i + 1]) {
-            out.push(EndContext { pos: i, after_end: i + 2, next_tok: None });
+            out.push(EndContext {
+                pos: i,
+                after_end: i + 2,
+                next_tok: None,
+            });
             continue;
         }
         let ws = s[i + 1..].iter().take_while(|&&c| re_space(c)).count();
         let tok_start = i + 1 + ws;
         if ws > 0 && tok_start < s.len() {
             let tok = s[tok_start..].iter().take_while(|&&c| !re_space(c)).count();
-            out.push(EndContext { pos: i, after_end: tok_start + tok, next_tok: Some(tok_start) });
+            out.push(EndContext {
+                pos: i,
+                after_end: tok_start + tok,
+                next_tok: Some(tok_start),
+            });
         }
     }
     out
@@ -289,7 +322,11 @@ impl Token {
     fn new(tok: &[char]) -> Token {
         let lower: String = tok.iter().collect::<String>().to_lowercase();
         let lower_chars: Vec<char> = lower.chars().collect();
-        let typ = if is_numeric(&lower_chars) { "##number##".to_string() } else { lower };
+        let typ = if is_numeric(&lower_chars) {
+            "##number##".to_string()
+        } else {
+            lower
+        };
         Token {
             tok: tok.to_vec(),
             typ,
@@ -465,7 +502,11 @@ fn potential_end_contexts(s: &[char]) -> Vec<(EndContext, Vec<char>)> {
         let before = py_slice(s, prev_slice.1, m.pos);
         // `_get_last_whitespace_index`: string.whitespace only, and 0 when not found.
         let last_ws = before.iter().rposition(|c| " \t\n\r\x0b\x0c".contains(*c)).unwrap_or(0);
-        let start = if last_ws != 0 { last_ws + prev_slice.1 + 1 } else { prev_slice.0 };
+        let start = if last_ws != 0 {
+            last_ws + prev_slice.1 + 1
+        } else {
+            prev_slice.0
+        };
         let word_slice = (start, m.pos);
         if let Some(pm) = prev.take() {
             if prev_slice.1 <= word_slice.0 {
@@ -501,7 +542,10 @@ fn slices_from_text(s: &[char]) -> Vec<(usize, usize)> {
 /// `["\')\]}\u2018\u2019\u201c\u201d\xab\xbb]+?(?:\s+|(?=--)|$)` (MULTILINE): the end of the match.
 fn boundary_realignment(s: &[char]) -> Option<usize> {
     let closing = |c: char| {
-        matches!(c, '"' | '\'' | ')' | ']' | '}' | '\u{2018}' | '\u{2019}' | '\u{201c}' | '\u{201d}' | '\u{ab}' | '\u{bb}')
+        matches!(
+            c,
+            '"' | '\'' | ')' | ']' | '}' | '\u{2018}' | '\u{2019}' | '\u{201c}' | '\u{201d}' | '\u{ab}' | '\u{bb}'
+        )
     };
     let mut p = 0;
     while p < s.len() && closing(s[p]) {
@@ -554,40 +598,24 @@ pub fn sentence_spans(text: &str) -> Vec<(usize, usize)> {
     byte_at.push(text.len());
     char_spans(&chars)
         .into_iter()
-        .map(|(a, b)| (byte_at[a.min(chars.len())], byte_at[b.min(chars.len())].max(byte_at[a.min(chars.len())])))
+        .map(|(a, b)| {
+            (
+                byte_at[a.min(chars.len())],
+                byte_at[b.min(chars.len())].max(byte_at[a.min(chars.len())]),
+            )
+        })
         .collect()
 }
 
 /// The sentences of `text` as NLTK's `PunktTokenizer("english").tokenize` returns them.
 pub fn sentences(text: &str) -> Vec<String> {
-    sentence_spans(text).into_iter().map(|(a, b)| text[a..b].to_string()).collect()
+    sentence_spans(text)
+        .into_iter()
+        .map(|(a, b)| text[a..b].to_string())
+        .collect()
 }
 
 /// `len(sentences(text))`, IFEval's `count_sentences`.
 pub fn sentence_count(text: &str) -> usize {
     sentence_spans(text).len()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parameters_load() {
-        let p = params();
-        assert!(p.abbrev_types.contains("dr") && p.abbrev_types.contains(". . "));
-        assert!(p.sent_starters.contains("however"));
-        assert!(p.collocations.contains("##number##\tgenentech"));
-        assert!(p.ortho_context.len() > 10_000);
-    }
-
-    #[test]
-    fn multi_char_punct_gives_back_a_pair() {
-        let s: Vec<char> = ". . . x".chars().collect();
-        assert_eq!(multi_char_at(&s, 0), Some(5));
-        let s: Vec<char> = ". . . . x".chars().collect();
-        assert_eq!(multi_char_at(&s, 0), Some(7));
-        let s: Vec<char> = ". . x".chars().collect();
-        assert_eq!(multi_char_at(&s, 0), None);
-    }
 }

@@ -86,7 +86,11 @@ fn ci_match_at(s: &[char], i: usize, lit: &str, stdlib_re: bool) -> Option<usize
         if j >= s.len() {
             return None;
         }
-        let ok = if p.is_ascii_alphabetic() { ci_eq(s[j], p, stdlib_re) } else { s[j] == p };
+        let ok = if p.is_ascii_alphabetic() {
+            ci_eq(s[j], p, stdlib_re)
+        } else {
+            s[j] == p
+        };
         if !ok {
             return None;
         }
@@ -100,7 +104,9 @@ fn ci_match_at(s: &[char], i: usize, lit: &str, stdlib_re: bool) -> Option<usize
 /// whitespace, so only it can match; `$` may also stand before a final newline, which `\s*`
 /// has already taken.
 fn final_period(s: &[char], closing: impl Fn(char) -> bool, spaced: bool) -> Chars {
-    let Some(q) = s.iter().rposition(|&c| c == '.') else { return s.to_vec() };
+    let Some(q) = s.iter().rposition(|&c| c == '.') else {
+        return s.to_vec();
+    };
     if q == 0 || s[q - 1] == '.' {
         return s.to_vec();
     }
@@ -132,7 +138,9 @@ pub fn treebank_tokenize(text: &str) -> Vec<String> {
     if s.first() == Some(&'"') {
         s = cat(&[&['`', '`'], &s[1..]]);
     }
-    s = substitute(&s, |s, i| s[i..].starts_with(&['`', '`']).then(|| (i + 2, chars(" `` "))));
+    s = substitute(&s, |s, i| {
+        s[i..].starts_with(&['`', '`']).then(|| (i + 2, chars(" `` ")))
+    });
     s = substitute(&s, |s, i| {
         if !matches!(s[i], ' ' | '(' | '[' | '{' | '<') {
             return None;
@@ -151,14 +159,18 @@ pub fn treebank_tokenize(text: &str) -> Vec<String> {
         if s[i] != '\'' || (i > 0 && re_word(s[i - 1])) || !s.get(i + 1).is_some_and(|&c| re_word(c)) {
             return None;
         }
-        let clitic = ["re", "ve", "ll", "m", "t", "s", "d", "n"].iter().any(|lit| {
-            ci_match_at(s, i + 1, lit, false).is_some_and(|j| j == s.len() || !re_word(s[j]))
-        });
+        let clitic = ["re", "ve", "ll", "m", "t", "s", "d", "n"]
+            .iter()
+            .any(|lit| ci_match_at(s, i + 1, lit, false).is_some_and(|j| j == s.len() || !re_word(s[j])));
         (!clitic).then(|| (i + 1, vec!['\'', ' ']))
     });
 
     // PUNCTUATION
-    s = final_period(&s, |c| matches!(c, ']' | ')' | '}' | '>' | '"' | '\'' | '»' | '”' | '’' | ' '), true);
+    s = final_period(
+        &s,
+        |c| matches!(c, ']' | ')' | '}' | '>' | '"' | '\'' | '»' | '”' | '’' | ' '),
+        true,
+    );
     s = substitute(&s, |s, i| {
         (matches!(s[i], ':' | ',') && s.get(i + 1).is_some_and(|&c| !re_digit(c)))
             .then(|| (i + 2, vec![' ', s[i], ' ', s[i + 1]]))
@@ -182,12 +194,16 @@ pub fn treebank_tokenize(text: &str) -> Vec<String> {
 
     // PARENS_BRACKETS, DOUBLE_DASHES
     s = pad_chars(&s, |c| matches!(c, ']' | '[' | '(' | ')' | '{' | '}' | '<' | '>'));
-    s = substitute(&s, |s, i| s[i..].starts_with(&['-', '-']).then(|| (i + 2, chars(" -- "))));
+    s = substitute(&s, |s, i| {
+        s[i..].starts_with(&['-', '-']).then(|| (i + 2, chars(" -- ")))
+    });
     s = cat(&[&[' '], &s, &[' ']]);
 
     // ENDING_QUOTES
     s = pad_chars(&s, |c| matches!(c, '»' | '”' | '’'));
-    s = substitute(&s, |s, i| s[i..].starts_with(&['\'', '\'']).then(|| (i + 2, chars(" '' "))));
+    s = substitute(&s, |s, i| {
+        s[i..].starts_with(&['\'', '\'']).then(|| (i + 2, chars(" '' ")))
+    });
     s = substitute(&s, |s, i| (s[i] == '"').then(|| (i + 1, chars(" '' "))));
     s = substitute(&s, |s, i| {
         let n = s[i..].iter().take_while(|&&c| re_space(c)).count();
@@ -212,11 +228,13 @@ pub fn treebank_tokenize(text: &str) -> Vec<String> {
         if matches!(s[i], '\'' | ' ') {
             return None;
         }
-        ["'ll", "'LL", "'re", "'RE", "'ve", "'VE", "n't", "N'T"].iter().find_map(|lit| {
-            let lit = chars(lit);
-            (s[i + 1..].starts_with(&lit) && s.get(i + 4) == Some(&' '))
-                .then(|| (i + 5, cat(&[&[s[i], ' '], &lit, &[' ']])))
-        })
+        ["'ll", "'LL", "'re", "'RE", "'ve", "'VE", "n't", "N'T"]
+            .iter()
+            .find_map(|lit| {
+                let lit = chars(lit);
+                (s[i + 1..].starts_with(&lit) && s.get(i + 4) == Some(&' '))
+                    .then(|| (i + 5, cat(&[&[s[i], ' '], &lit, &[' ']])))
+            })
     });
 
     // CONTRACTIONS2 and CONTRACTIONS3 (stdlib `re`), each pattern over the whole text in turn.
@@ -237,7 +255,11 @@ pub fn treebank_tokenize(text: &str) -> Vec<String> {
             }
             let mid = ci_match_at(s, i, a, true)?;
             let end = ci_match_at(s, mid, b, true)?;
-            let ok = if space_after { s.get(end).is_some_and(|&c| py_space(c)) } else { end == s.len() || !py_word(s[end]) };
+            let ok = if space_after {
+                s.get(end).is_some_and(|&c| py_space(c))
+            } else {
+                end == s.len() || !py_word(s[end])
+            };
             ok.then(|| (end, cat(&[&[' '], &s[i..mid], &[' '], &s[mid..end], &[' ']])))
         });
     }
@@ -248,7 +270,8 @@ pub fn treebank_tokenize(text: &str) -> Vec<String> {
             }
             let mid = ci_match_at(s, i + 1, "'t", true)?;
             let end = ci_match_at(s, mid, b, true)?;
-            (end == s.len() || !py_word(s[end])).then(|| (end, cat(&[&[' '], &s[i + 1..mid], &[' '], &s[mid..end], &[' ']])))
+            (end == s.len() || !py_word(s[end]))
+                .then(|| (end, cat(&[&[' '], &s[i + 1..mid], &[' '], &s[mid..end], &[' ']])))
         });
     }
 
