@@ -541,6 +541,9 @@ fn ifeval_cmd(c: IfevalCmd) -> Result<()> {
     }
     let a = c.run;
     let device = train::device_of(&a.device);
+    if device.is_cuda() && !tch::Cuda::is_available() {
+        anyhow::bail!("--device {}: no CUDA device is visible (or this steptune links a CPU-only libtorch); use --device cpu", a.device);
+    }
     let kind = match a.dtype.as_str() {
         "fp32" => tch::Kind::Float,
         "bf16" => tch::Kind::BFloat16,

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use super::ifeval;
@@ -192,8 +192,9 @@ fn generate_and_report(recipe: &LoadedRecipe, run: &RunDir) -> Result<PathBuf> {
 /// go to `eval/ifeval_responses_<name>.jsonl` in the reference's input format.
 fn ifeval_system(recipe: &LoadedRecipe, run: &RunDir, prompts: &[ifeval::IfevalPrompt], name: &str, responses: &[String], generation_seconds: f64) -> Result<ifeval::run::IfevalRun> {
     let e = &recipe.recipe.eval;
-    let scores = ifeval::run::score_responses(prompts, responses)?;
-    write_atomic(&run.path(&format!("eval/ifeval_responses_{name}.jsonl")), ifeval::run::responses_jsonl(&scores).as_bytes())?;
+    let path = run.path(&format!("eval/ifeval_responses_{name}.jsonl"));
+    write_atomic(&path, ifeval::run::responses_jsonl(prompts, responses).as_bytes())?;
+    let scores = ifeval::run::score_responses(prompts, responses).with_context(|| format!("IFEval: scoring {}", path.display()))?;
     eprintln!("eval: IFEval {name}: prompt-level strict {:.1}% ({} prompts, {generation_seconds:.1} s)", scores.strict_prompt * 100.0, prompts.len());
     Ok(ifeval::run::IfevalRun { model: name.to_string(), adapter: None, limit: e.ifeval_limit, max_new_tokens: e.ifeval_max_new_tokens, generation_seconds, scores })
 }

@@ -94,8 +94,22 @@ pub fn score_responses(prompts: &[IfevalPrompt], responses: &[String]) -> Result
 }
 
 /// `responses.jsonl` in the reference's input format: `{"prompt", "response"}` per line.
-pub fn responses_jsonl(scores: &IfevalScores) -> String {
-    scores.rows.iter().map(|r| json!({"prompt": r.prompt, "response": r.response}).to_string() + "\n").collect()
+pub fn responses_jsonl(prompts: &[IfevalPrompt], responses: &[String]) -> String {
+    prompts.iter().zip(responses).map(|(p, r)| json!({"prompt": p.prompt, "response": r}).to_string() + "\n").collect()
+}
+
+/// Keeps the responses before scoring them, so hours of generation survive a scoring error
+/// (`steptune ifeval score` rescores the file); a stale result beside them is removed first.
+pub fn write_responses(dir: &Path, prompts: &[IfevalPrompt], responses: &[String]) -> Result<PathBuf> {
+    for stale in ["ifeval.json", "ifeval.md"] {
+        let p = dir.join(stale);
+        if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("cannot remove the earlier {}", p.display()))?;
+        }
+    }
+    let path = dir.join("responses.jsonl");
+    write_atomic(&path, responses_jsonl(prompts, responses).as_bytes())?;
+    Ok(path)
 }
 
 /// The four accuracies (fractions), the per-type table and each row's booleans: what
@@ -193,9 +207,8 @@ pub fn markdown(run: &IfevalRun, examples: usize) -> String {
     out
 }
 
-/// Writes `responses.jsonl`, `ifeval.json` and `ifeval.md` into `dir` (each atomically).
+/// Writes `ifeval.json` and `ifeval.md` into `dir` (each atomically), beside `responses.jsonl`.
 pub fn write_run(dir: &Path, run: &IfevalRun) -> Result<()> {
-    write_atomic(&dir.join("responses.jsonl"), responses_jsonl(&run.scores).as_bytes())?;
     write_atomic(&dir.join("ifeval.json"), serde_json::to_string_pretty(&run_json(run))?.as_bytes())?;
     write_atomic(&dir.join("ifeval.md"), markdown(run, 5).as_bytes())
 }
@@ -424,7 +437,10 @@ pub fn run_cli(o: &CliOptions) -> Result<Vec<IfevalRun>> {
         let responses = generate(model.as_ref(), &tok, &prompts, &o.gen, &label)?;
         let generation_seconds = started.elapsed().as_secs_f64();
         drop(model);
-        let scores = score_responses(&prompts, &responses)?;
+        let written = write_responses(dir, &prompts, &responses)?;
+        let scores = score_responses(&prompts, &responses).with_context(|| {
+            format!("scoring {} (the responses are kept: rescore with `steptune ifeval score --responses {}`)", written.display(), written.display())
+        })?;
         let run = IfevalRun {
             model: label,
             adapter: o.adapter.as_ref().map(|a| a.display().to_string()),
