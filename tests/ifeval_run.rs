@@ -102,6 +102,10 @@ fn smoke_run_scores_rescore_and_compare_candidates() {
     let (code, table, _) = steptune(&["ifeval", "score", "--input", input.to_str().unwrap(), "--responses", out.join("responses.jsonl").to_str().unwrap()], d.path());
     assert_eq!(code, 0);
     assert!(table.contains("| prompt-level (13 prompts) |") && table.contains("| instruction | count | strict | loose |"), "{table}");
+    // Against all 541 prompts the 13 responses fall short: the first prompt without one is named.
+    let (code, _, err) = steptune(&["ifeval", "score", "--responses", out.join("responses.jsonl").to_str().unwrap()], d.path());
+    assert_eq!(code, 1);
+    assert!(err.contains("answers 13 of the 541 prompts") && err.contains("--input") && err.contains("no response for prompt key"), "{err}");
     let md = std::fs::read_to_string(out.join("ifeval.md")).unwrap();
     assert!(md.contains("## Per instruction type") && md.contains("prompt-level"), "{md}");
 

@@ -472,7 +472,11 @@ pub fn run_cli(o: &CliOptions) -> Result<Vec<IfevalRun>> {
 /// `steptune ifeval score`: given responses, no model. JSON, or the readable tables.
 pub fn score_cli(input: Option<&Path>, responses: &Path, as_json: bool) -> Result<String> {
     let prompts = super::read_prompts(input)?;
-    let scores = super::score(&prompts, &super::read_responses(responses)?)?;
+    let given = super::read_responses(responses)?;
+    let scores = super::score(&prompts, &given).with_context(|| {
+        let from = input.map(|p| p.display().to_string()).unwrap_or_else(|| "the 541 embedded prompts".into());
+        format!("{} answers {} of the {} prompts of {from}: give --input with just the prompts it answers", responses.display(), given.len(), prompts.len())
+    })?;
     if as_json {
         return Ok(scores_json(&scores).to_string() + "\n");
     }
