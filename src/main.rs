@@ -84,6 +84,61 @@ enum Review {
     },
 }
 
+/// `steptune ifeval`: generate and score with one or more models, or (`ifeval score`) score given
+/// responses. The options belong to the bare command; a subcommand takes none of them.
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct IfevalCmd {
+    #[command(subcommand)]
+    command: Option<IfevalSub>,
+    #[command(flatten)]
+    run: IfevalArgs,
+}
+
+#[derive(clap::Args)]
+struct IfevalArgs {
+    /// A Hugging Face model folder (required; repeat it for a candidates table, best first).
+    #[arg(long)]
+    model: Vec<PathBuf>,
+    /// A PEFT LoRA adapter applied to the (single) model; its base must be that model.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Prompts in the reference's format (default: the 541 embedded prompts).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Only the first N prompts, in the file's order.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    limit: Option<u64>,
+    /// lm-eval's `ifeval` task allows 1280.
+    #[arg(long, default_value_t = steptune::eval::ifeval::run::DEFAULT_MAX_NEW_TOKENS)]
+    max_new_tokens: usize,
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// auto: bf16 on a GPU, fp32 on the CPU.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "fp32", "bf16", "fp16"])]
+    dtype: String,
+    /// Where to write (one model: here; several: a sub-folder each, and candidates.md/.json here).
+    #[arg(long, default_value = "ifeval")]
+    out: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum IfevalSub {
+    /// Score responses (`{"prompt", "response"}` per line, the reference's format); no model needed.
+    Score {
+        /// Prompts in the reference's format (default: the 541 embedded prompts).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        #[arg(long)]
+        responses: PathBuf,
+        /// Print one JSON object: the four accuracies (0-1), per_type and rows.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// The checks scripts/gpu-check.sh runs on a device (`--device cpu` runs them on the CPU).
 #[derive(Subcommand)]
 enum DeviceCheck {
@@ -293,6 +348,10 @@ enum Command {
         #[arg(long)]
         no_stem: bool,
     },
+    /// IFEval (541 prompts with verifiable instructions): generate with each --model's chat template
+    /// (greedy, thinking off), score strict and loose, write responses.jsonl, ifeval.json and
+    /// ifeval.md; several models also get candidates.md. `ifeval score` scores given responses.
+    Ifeval(IfevalCmd),
     /// Review sheets: export rows for a domain expert, import the approvals `prepare` trains on.
     #[command(subcommand)]
     Review(Review),
@@ -472,6 +531,37 @@ fn device_check(c: DeviceCheck) -> Result<()> {
         anyhow::bail!("device-check {what}: a check failed (see above)");
     }
     Ok(())
+}
+
+fn ifeval_cmd(c: IfevalCmd) -> Result<()> {
+    use steptune::eval::ifeval::run;
+    if let Some(IfevalSub::Score { input, responses, json }) = c.command {
+        print!("{}", run::score_cli(input.as_deref(), &responses, json)?);
+        return Ok(());
+    }
+    let a = c.run;
+    let device = train::device_of(&a.device);
+    if device.is_cuda() && !tch::Cuda::is_available() {
+        anyhow::bail!("--device {}: no CUDA device is visible (or this steptune links a CPU-only libtorch); use --device cpu", a.device);
+    }
+    let kind = match a.dtype.as_str() {
+        "fp32" => tch::Kind::Float,
+        "bf16" => tch::Kind::BFloat16,
+        "fp16" => tch::Kind::Half,
+        _ if device.is_cuda() => tch::Kind::BFloat16,
+        _ => tch::Kind::Float,
+    };
+    let o = run::CliOptions {
+        models: a.model,
+        adapter: a.adapter,
+        input: a.input,
+        limit: a.limit.map(|n| n as usize),
+        gen: run::GenOptions { max_new_tokens: a.max_new_tokens, batch_size: a.batch_size },
+        device,
+        kind,
+        out: a.out,
+    };
+    run::run_cli(&o).map(|_| ())
 }
 
 fn score_cmd(pred: &std::path::Path, reference: &std::path::Path, json: bool, no_stem: bool) -> Result<()> {
@@ -677,6 +767,7 @@ fn main() {
             Ok(())
         }),
         (Some(Command::Review(c)), _) => review_cmd(c),
+        (Some(Command::Ifeval(c)), _) => ifeval_cmd(c),
         (Some(Command::BenchTrain { recipe, set, prepared, mode, steps, warmup_steps, method, gradient_checkpointing, peak_tflops, json: _ }), _) => jobs::load(Some(&recipe), &set)
             .and_then(|r| {
                 let method = match method.as_deref() {

@@ -474,6 +474,14 @@ pub struct EvalSection {
     pub batch_size: usize,
     /// Rows shown side by side in the report (best and worst each).
     pub report_examples: usize,
+    /// Also run IFEval (541 prompts with verifiable instructions) on the base and the tuned model:
+    /// what instruction-following the tuning kept or lost.
+    pub ifeval: bool,
+    /// IFEval on the first N prompts only (all 541 when unset).
+    pub ifeval_limit: Option<usize>,
+    /// IFEval's generation budget; 1280 as lm-eval's `ifeval` task (eval.max_new_tokens is for the
+    /// procedures).
+    pub ifeval_max_new_tokens: usize,
 }
 
 impl Default for Recipe {
@@ -637,6 +645,9 @@ impl Default for EvalSection {
             top_k: 50,
             batch_size: 8,
             report_examples: 3,
+            ifeval: false,
+            ifeval_limit: None,
+            ifeval_max_new_tokens: 1280,
         }
     }
 }
@@ -1135,6 +1146,12 @@ impl Recipe {
         let v = &self.eval;
         if !(1..=65536).contains(&v.max_new_tokens) {
             e.push(format!("`eval.max_new_tokens` is {}, must be in [1, 65536]", v.max_new_tokens));
+        }
+        if !(1..=65536).contains(&v.ifeval_max_new_tokens) {
+            e.push(format!("`eval.ifeval_max_new_tokens` is {}, must be in [1, 65536]", v.ifeval_max_new_tokens));
+        }
+        if v.ifeval_limit == Some(0) {
+            e.push("`eval.ifeval_limit` is 0: unset it for all 541 prompts, or give at least 1".into());
         }
         in_range(&mut e, "eval.temperature", v.temperature, 0.0, 100.0, true);
         in_range(&mut e, "eval.top_p", v.top_p, 0.0, 1.0, true);

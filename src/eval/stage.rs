@@ -6,9 +6,10 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
 
+use super::ifeval;
 use super::samples::{generation_config, load_tuned};
 use super::score::{score_pairs, CorpusScores, Pair, Scored};
 use super::wordnet::WordNet;
@@ -60,7 +61,7 @@ pub fn run(recipe: &LoadedRecipe, run: &RunDir) -> Result<PathBuf> {
 }
 
 /// Every rank's generations, in prompt order (ranks hold contiguous shares).
-fn gather(mine: Result<Vec<Generated>>, what: &str) -> Result<Vec<Generated>> {
+pub(crate) fn gather(mine: Result<Vec<Generated>>, what: &str) -> Result<Vec<Generated>> {
     let world = crate::dist::world();
     let mine = world.agree(what, mine)?;
     if world.size == 1 {
@@ -101,10 +102,22 @@ fn generate_and_report(recipe: &LoadedRecipe, run: &RunDir) -> Result<PathBuf> {
     let mut systems = Vec::new();
     let t = &r.training;
     let mut models = vec![("tuned".to_string(), load_tuned(recipe, &outcome)?)];
-    if r.eval.compare_base {
+    // IFEval compares against the base even when the procedures' report leaves it out.
+    if r.eval.compare_base || r.eval.ifeval {
         models.insert(0, ("base".to_string(), crate::model::load_model(&outcome.base, crate::train::quant_spec(recipe), kind_of(t.precision), device_of(&t.device))?));
     }
+    let ifeval_prompts = if r.eval.ifeval { ifeval::run::first(ifeval::read_prompts(None)?, r.eval.ifeval_limit) } else { Vec::new() };
+    let ifeval_opts = ifeval::run::GenOptions { max_new_tokens: r.eval.ifeval_max_new_tokens, batch_size: r.eval.batch_size };
+    let mut ifeval_generated = Vec::new();
     for (name, model) in &models {
+        if r.eval.ifeval {
+            let started = std::time::Instant::now();
+            let responses = ifeval::run::generate(model.as_ref(), &tok, &ifeval_prompts, &ifeval_opts, name)?;
+            ifeval_generated.push((name.clone(), responses, started.elapsed().as_secs_f64()));
+        }
+        if name == "base" && !r.eval.compare_base {
+            continue;
+        }
         let gen = TextGenerator::new(model.as_ref(), &tok, r.model.system_prompt.clone())?;
         let cfg = generation_config(recipe, &gen);
         tch::manual_seed(r.seed as i64);
@@ -131,7 +144,7 @@ fn generate_and_report(recipe: &LoadedRecipe, run: &RunDir) -> Result<PathBuf> {
         wn,
         true,
     );
-    let report = json!({
+    let mut report = json!({
         "recipe": r.name,
         "eval_prompts": items.len(),
         "train": outcome,
@@ -142,15 +155,48 @@ fn generate_and_report(recipe: &LoadedRecipe, run: &RunDir) -> Result<PathBuf> {
             "meteor": systems.iter().map(|s| (s.name.clone(), meteor_band(s.scores.corpus.meteor))).collect::<std::collections::BTreeMap<_, _>>(),
         },
     });
+    // IFEval (eval.ifeval): both systems' pages in ifeval.md/ifeval.json, the comparison in the report.
+    let ifeval_runs = ifeval_generated.into_iter().map(|(name, responses, secs)| ifeval_system(recipe, run, &ifeval_prompts, &name, &responses, secs)).collect::<Result<Vec<_>>>()?;
+    let ifeval_section = match ifeval_runs.as_slice() {
+        [base, .., tuned] => {
+            let section = ifeval::run::comparison_markdown(base, tuned);
+            let mut page = format!("# {}: IFEval, base vs tuned\n\n{section}", r.name);
+            for sys in [base, tuned] {
+                // Each system's page, its headings one level down.
+                let own = ifeval::run::markdown(sys, r.eval.report_examples);
+                page += &format!("\n{}", own.replace("\n## ", "\n### ").replacen("# IFEval: ", "## IFEval: ", 1));
+            }
+            let both = json!({"comparison": ifeval::run::comparison_json(base, tuned), "base": ifeval::run::run_json(base), "tuned": ifeval::run::run_json(tuned)});
+            write_atomic(&run.path("ifeval.json"), serde_json::to_string_pretty(&both)?.as_bytes())?;
+            write_atomic(&run.path("ifeval.md"), page.as_bytes())?;
+            report["ifeval"] = ifeval::run::comparison_json(base, tuned);
+            Some(section)
+        }
+        _ => None,
+    };
     write_atomic(&run.path("report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     if let Some(dir) = crate::train::tensorboard::dir_of(recipe, run) {
         let scores: Vec<(String, serde_json::Value)> = systems.iter().map(|s| (s.name.clone(), json!(s.scores.corpus))).collect();
         crate::train::tensorboard::write_eval(&dir, outcome.steps, &scores)?;
     }
     let _ = chart(run, &systems, &reference.corpus, &r.eval.metrics);
-    let md = markdown(recipe, &outcome, &systems, &reference.corpus, &items.iter().map(|e| (e.prompt.clone(), e.output.clone(), e.group.clone())).collect::<Vec<_>>());
+    let mut md = markdown(recipe, &outcome, &systems, &reference.corpus, &items.iter().map(|e| (e.prompt.clone(), e.output.clone(), e.group.clone())).collect::<Vec<_>>());
+    if let Some(section) = ifeval_section {
+        md = md.replace("Training curves: ![loss](loss.png)\n", &format!("## IFEval: instruction-following kept or lost\n\n{section}\nBoth systems' tables and failing examples: [ifeval.md](ifeval.md).\n\nTraining curves: ![loss](loss.png)\n"));
+    }
     write_atomic(&path, md.as_bytes())?;
     Ok(path)
+}
+
+/// IFEval scores of one system (rank 0, after every rank has generated its share); its responses
+/// go to `eval/ifeval_responses_<name>.jsonl` in the reference's input format.
+fn ifeval_system(recipe: &LoadedRecipe, run: &RunDir, prompts: &[ifeval::IfevalPrompt], name: &str, responses: &[String], generation_seconds: f64) -> Result<ifeval::run::IfevalRun> {
+    let e = &recipe.recipe.eval;
+    let path = run.path(&format!("eval/ifeval_responses_{name}.jsonl"));
+    write_atomic(&path, ifeval::run::responses_jsonl(prompts, responses).as_bytes())?;
+    let scores = ifeval::run::score_responses(prompts, responses).with_context(|| format!("IFEval: scoring {}", path.display()))?;
+    eprintln!("eval: IFEval {name}: prompt-level strict {:.1}% ({} prompts, {generation_seconds:.1} s)", scores.strict_prompt * 100.0, prompts.len());
+    Ok(ifeval::run::IfevalRun { model: name.to_string(), adapter: None, limit: e.ifeval_limit, max_new_tokens: e.ifeval_max_new_tokens, generation_seconds, scores })
 }
 
 /// The rows of the report for the recipe's `eval.metrics`.
