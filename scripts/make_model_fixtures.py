@@ -23,7 +23,14 @@ Writes, relative to the repository root, into tests/fixtures/models/:
                  inter 128, tied, rope_theta 1e6
         llama_e  Llama (no bias, no q/k norm), hidden 64, 2 layers, 4 / 2 kv, inter 128,
                  untied, rope_theta 5e5 (no rope_scaling), rms_norm_eps 1e-5
-      All: max_position_embeddings 256, no sliding window, bos/eos/pad ids unset.
+        llama31_f  Llama 3.1 shape: llama3 RoPE (factor 8, original_max 64), GQA, untied
+        llama32_g  Llama 3.2 shape: llama3 RoPE (factor 32), MQA, tied
+        gemma3_a   gemma3_text, transformers 5 keys, window 8, layers s,s,f,s, linear RoPE x8
+        gemma3_b   gemma3_text, config rewritten to the 4.x keys, MQA, soft-capping set
+        gemma3_mm  gemma3 (multimodal), text weights only, language_model.model.* names
+      (details beside MODELS below). The Llama 3.x and Gemma 3 ones use longer sequences
+      (LENS) and leave out the per-step logits.
+      All: max_position_embeddings 256 (Llama 3.x: 512), bos/eos/pad ids unset.
 
   <name>/expected.safetensors
       input_ids [2,12] int64        right-padded batch (lengths 12 and 9, pad id 0)
@@ -47,6 +54,9 @@ Writes, relative to the repository root, into tests/fixtures/models/:
       every lora_B re-drawn from N(0, 0.02) so the adapter is non-trivial and the
       lora_A gradients are non-zero. adapter_config.json's base_model_name_or_path is
       the repo-relative "tests/fixtures/models/qwen3_a".
+
+  gemma3_a/adapter/, gemma3_a/lora_grads.safetensors
+      The same for gemma3_a (16 tokens, longer than its window; 4 layers x 7 projections).
 
   qwen3_a/lora_grads.safetensors
       lora_input_ids [2,10] int64, lora_attention_mask [2,10] int64 (all ones),
@@ -72,6 +82,7 @@ reference environment only (scripts/ref-env.sh), from the repository root:
 
     VENV_PY=$(scripts/ref-env.sh | tail -n1)
     $VENV_PY scripts/make_model_fixtures.py
+    $VENV_PY scripts/make_model_fixtures.py --only gemma3_a,gemma3_b   # some of them
 
 The output is deterministic (fixed seeds, fixed configs, one CPU thread,
 PYTHONHASHSEED=0 via a re-exec, a single safetensors metadata key): running it twice on the same
@@ -246,7 +257,7 @@ LENS = {"llama31_f": (32, 24, 16, 9), "llama32_g": (32, 24, 16, 9),
 # Config keys rewritten after saving: gemma3_b shows the 4.x keys real checkpoints carry.
 def gemma_4x_config(cfg):
     cfg = dict(cfg)
-    del cfg["layer_types"]
+    del cfg["layer_types"], cfg["_sliding_window_pattern"]
     rp = cfg.pop("rope_parameters")
     cfg["sliding_window_pattern"] = 2
     cfg["rope_theta"] = rp["full_attention"]["rope_theta"]
