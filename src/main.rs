@@ -734,7 +734,7 @@ fn main() {
             print!("{}", r.recipe.to_yaml());
             // A YAML comment, so the output stays a valid recipe.
             match train::memory::estimate(&r, &Default::default()) {
-                Ok(p) => println!("# memory estimate: {} ({} bytes) on {}; `steptune estimate` shows the lines", train::memory::human(p.total_bytes), p.total_bytes, p.device),
+                Ok(p) => println!("# memory estimate: {} ({} bytes) on {} for {}; `steptune estimate` shows the lines", train::memory::human(p.total_bytes), p.total_bytes, p.device, p.model),
                 Err(e) => println!("# memory estimate: unavailable ({e:#})"),
             }
         }),

@@ -69,6 +69,7 @@ pub enum Architecture {
     Qwen3,
     Qwen2,
     Llama,
+    Gemma3,
     T5,
 }
 

@@ -1,5 +1,5 @@
 //! The decoder equals transformers on random checkpoints of several Qwen3 shapes (GQA ratios,
-//! tied and untied head, head_dim ≠ hidden/heads) and on Qwen2 and Llama configs: logits within
+//! tied and untied head, head_dim ≠ hidden/heads) and on Qwen2, Llama and Llama 3.1/3.2 (llama3 RoPE) configs: logits within
 //! 1e-4 and greedy generation token-identical for 32 new tokens with the KV cache, single and
 //! left-padded batches. Fixtures: scripts/make_model_fixtures.py.
 use std::path::PathBuf;
@@ -22,7 +22,10 @@ fn rows(t: &Tensor) -> Vec<Vec<i64>> {
     (0..b).map(|r| Vec::<i64>::try_from(&t.get(r).view([n])).unwrap()).collect()
 }
 
-const MODELS: [&str; 5] = ["qwen3_a", "qwen3_b", "qwen3_c", "qwen2_d", "llama_e"];
+// llama31_f / llama32_g: Llama 3.1 and 3.2 shapes with `rope_type: llama3` scaling (factor 8 and
+// 32, original_max_position_embeddings 64 so the kept, smoothed and divided frequency bands all
+// occur), 32-token inputs and 16 + 32 generated positions.
+const MODELS: [&str; 7] = ["qwen3_a", "qwen3_b", "qwen3_c", "qwen2_d", "llama_e", "llama31_f", "llama32_g"];
 
 #[test]
 fn logits_equal_transformers_within_1e_4() {

@@ -169,6 +169,9 @@ const COPIED: &[&str] = &[
 pub fn quantize_model_dir(model: &Path, out: &Path, opts: &QuantizeOptions) -> Result<QuantizeReport> {
     ensure!(model.is_dir(), "model folder {} does not exist", model.display());
     let mut config = crate::model::read_config(model)?;
+    // A multimodal Gemma 3: its language model's projections (named `language_model.model.*` or
+    // `model.language_model.*`) are quantized; the vision tower passes through.
+    let multimodal = config.get("model_type").and_then(Value::as_str) == Some("gemma3");
     let obj = config.as_object_mut().with_context(|| format!("{}/config.json is not a JSON object", model.display()))?;
     ensure!(!obj.contains_key("quantization_config"), "{} is already quantized (its config.json has a quantization_config)", model.display());
     obj.insert("quantization_config".into(), quantization_config(opts)?);
@@ -187,7 +190,8 @@ pub fn quantize_model_dir(model: &Path, out: &Path, opts: &QuantizeOptions) -> R
         names.sort_unstable();
         for name in names {
             let view = st.tensor(name).map_err(|e| anyhow::anyhow!("{}: tensor {name}: {e:?}", path.display()))?;
-            if is_decoder_projection(name) {
+            let text_name = if multimodal { crate::model::gemma3::text_weight_name(name) } else { Some(name.to_string()) };
+            if text_name.as_deref().is_some_and(is_decoder_projection) {
                 let kind = float_kind_of(view.dtype()).with_context(|| format!("{}: tensor {name}", path.display()))?;
                 let shape: Vec<i64> = view.shape().iter().map(|&s| s as i64).collect();
                 let w = Tensor::f_from_data_size(view.data(), &shape, kind)?;

@@ -2,7 +2,8 @@
 //! padding so every row's last prompt token sits in the same column.
 use tch::{Kind, Tensor};
 
-use super::qwen3::{attention_mask, positions_from_mask, KvCache, Qwen3};
+use super::causal::{self, CausalLm};
+use super::qwen3::{positions_from_mask, KvCache};
 use super::source::ModelKind;
 use super::Model;
 
@@ -50,14 +51,14 @@ pub fn choose(logits: &Tensor, cfg: &GenerateConfig) -> Tensor {
 
 /// Generates for each prompt (token ids) and returns only the new tokens, each row cut after its
 /// first eos (the eos itself kept).
-pub fn generate(model: &Qwen3, prompts: &[Vec<i64>], cfg: &GenerateConfig) -> Vec<Vec<i64>> {
+pub fn generate<M: CausalLm>(model: &M, prompts: &[Vec<i64>], cfg: &GenerateConfig) -> Vec<Vec<i64>> {
     let _guard = tch::no_grad_guard();
     if prompts.is_empty() {
         return vec![];
     }
     let b = prompts.len() as i64;
     let width = prompts.iter().map(Vec::len).max().unwrap_or(0).max(1) as i64;
-    let device = model.device;
+    let device = model.device();
     let mut ids = vec![cfg.pad_id; (b * width) as usize];
     let mut mask = vec![0i64; (b * width) as usize];
     for (r, p) in prompts.iter().enumerate() {
@@ -68,10 +69,11 @@ pub fn generate(model: &Qwen3, prompts: &[Vec<i64>], cfg: &GenerateConfig) -> Ve
     let ids = Tensor::from_slice(&ids).view([b, width]).to_device(device);
     let mut mask2d = Tensor::from_slice(&mask).view([b, width]).to_device(device); // [b, T]
     let positions = positions_from_mask(&mask2d);
-    let mut cache = KvCache::new(model.layers.len());
+    let mut cache = KvCache::new(model.n_layers());
     let full_rows = prompts.iter().all(|p| p.len() as i64 == width);
-    let m = if full_rows { None } else { Some(attention_mask(&mask2d, 0, width)) };
-    let mut logits = model.step(&ids, &positions, m.as_ref(), &mut cache); // [b, V]
+    // The padding mask only when a row is padded; each model derives its layers' masks from it.
+    let m = if full_rows { None } else { Some(&mask2d) };
+    let mut logits = causal::step(model, &ids, &positions, m, &mut cache); // [b, V]
     let mut next_pos = positions.narrow(1, width - 1, 1) + 1; // [b, 1]
     let mut out: Vec<Vec<i64>> = vec![Vec::new(); prompts.len()];
     let mut done = vec![false; prompts.len()];
@@ -91,8 +93,8 @@ pub fn generate(model: &Qwen3, prompts: &[Vec<i64>], cfg: &GenerateConfig) -> Ve
         let fed: Vec<i64> = next_v.iter().zip(&done).map(|(&t, &d)| if d { cfg.pad_id } else { t }).collect();
         let step_ids = Tensor::from_slice(&fed).view([b, 1]).to_device(device);
         mask2d = Tensor::cat(&[&mask2d, &Tensor::ones([b, 1], (Kind::Int64, device))], 1);
-        let m = if full_rows { None } else { Some(attention_mask(&mask2d, cache.len(), 1)) };
-        logits = model.step(&step_ids, &next_pos, m.as_ref(), &mut cache);
+        let m = if full_rows { None } else { Some(&mask2d) };
+        logits = causal::step(model, &step_ids, &next_pos, m, &mut cache);
         next_pos = next_pos + 1;
     }
     out
@@ -126,10 +128,11 @@ impl<'a> TextGenerator<'a> {
         Ok(TextGenerator { model, tok, template, system })
     }
 
-    /// The ids that end an answer: the tokenizer's eos and, where present, `<|endoftext|>` and `<|im_end|>`.
+    /// The ids that end an answer: the tokenizer's eos and, where present, `<|endoftext|>`,
+    /// `<|im_end|>` and Gemma's `<end_of_turn>`.
     pub fn stop_ids(&self) -> Vec<i64> {
         let mut ids: Vec<i64> = Vec::new();
-        for t in [self.tok.eos_token.as_deref(), Some("<|im_end|>"), Some("<|endoftext|>")].into_iter().flatten() {
+        for t in [self.tok.eos_token.as_deref(), Some("<|im_end|>"), Some("<|endoftext|>"), Some("<end_of_turn>")].into_iter().flatten() {
             if let Some(id) = self.tok.token_id(t) {
                 if !ids.contains(&(id as i64)) {
                     ids.push(id as i64);

@@ -1,5 +1,7 @@
 //! Models: where their files come from, their tokenizers, the networks, and generation.
+pub mod causal;
 pub mod chat_template;
+pub mod gemma3;
 pub mod generate;
 pub mod qwen3;
 pub mod source;
@@ -16,6 +18,7 @@ use crate::nn::linear::Linear;
 use crate::nn::{nf4, weights};
 use crate::recipe::Architecture;
 use source::ModelKind;
+use gemma3::{Gemma3, Gemma3Config};
 use qwen3::{DecoderConfig, Qwen3};
 use t5::{T5Config, T5};
 
@@ -182,26 +185,85 @@ pub fn load_decoder(dir: &Path, kind: Kind, device: Device) -> Result<Qwen3> {
     let config = read_config(dir)?;
     let t = config.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
     let arch = Architecture::from_model_type(t).with_context(|| format!("{}: model_type `{t}` is not a supported decoder", dir.display()))?;
+    if arch == Architecture::Gemma3 {
+        bail!("{}: a Gemma 3 checkpoint: load it with load_gemma3 (or load_model)", dir.display());
+    }
     let cfg = DecoderConfig::from_json(&config, arch)?;
-    let mut w = if is_bnb_4bit(&config) {
+    let mut w = read_dense(dir, &config, kind, device)?;
+    let model = Qwen3::from_weights(cfg, &mut w, kind, device)?;
+    all_used(dir, &w)?;
+    Ok(model)
+}
+
+/// Loads Gemma 3's text decoder from a `gemma3_text` or multimodal `gemma3` folder.
+pub fn load_gemma3(dir: &Path, kind: Kind, device: Device) -> Result<Gemma3> {
+    let config = read_config(dir)?;
+    let cfg = Gemma3Config::from_json(&config).with_context(|| dir.display().to_string())?;
+    let mut w = read_dense(dir, &config, kind, device)?;
+    let model = Gemma3::from_parts(cfg, &mut w, &mut HashMap::new(), kind, kind, device)?;
+    all_used(dir, &w)?;
+    Ok(model)
+}
+
+fn all_used(dir: &Path, w: &weights::Weights) -> Result<()> {
+    if !w.is_empty() {
+        let names: Vec<&String> = w.keys().take(5).collect();
+        bail!("{}: {} checkpoint tensors were not used (for example {names:?}): is this the right architecture?", dir.display(), w.len());
+    }
+    Ok(())
+}
+
+/// Which checkpoint tensors a decoder reads, under which name: a multimodal Gemma 3's language
+/// model under the text model's names, its vision tower and projector not at all (counted, and
+/// said once by `note_skipped`); every other checkpoint's tensors as they are.
+struct Names {
+    multimodal: bool,
+    skipped: std::cell::Cell<usize>,
+}
+
+impl Names {
+    fn of(config: &serde_json::Value) -> Names {
+        Names { multimodal: config.get("model_type").and_then(|v| v.as_str()) == Some("gemma3"), skipped: std::cell::Cell::new(0) }
+    }
+    fn keep(&self, name: &str) -> bool {
+        let keep = !self.multimodal || gemma3::text_weight_name(name).is_some();
+        if !keep {
+            self.skipped.set(self.skipped.get() + 1);
+        }
+        keep
+    }
+    fn rename(&self, name: String) -> String {
+        if self.multimodal {
+            gemma3::text_weight_name(&name).unwrap_or(name)
+        } else {
+            name
+        }
+    }
+    fn note_skipped(&self, dir: &Path) {
+        if self.skipped.get() > 0 {
+            eprintln!("note: {}: a multimodal Gemma 3; its vision tower and projector ({} tensors) are not loaded: steptune trains the text model only", dir.display(), self.skipped.get());
+        }
+    }
+}
+
+/// A decoder's tensors in `kind` (a bitsandbytes 4-bit checkpoint's projections dequantized).
+fn read_dense(dir: &Path, config: &serde_json::Value, kind: Kind, device: Device) -> Result<weights::Weights> {
+    let names = Names::of(config);
+    let w = if is_bnb_4bit(config) {
         // A `*-bnb-4bit` checkpoint loads in 16 bits by dequantizing its projections.
-        let mut w = weights::read_model_dir(dir, None, device, &|_| true)?;
-        let names: Vec<String> = w.keys().filter(|n| is_decoder_projection(n)).cloned().collect();
-        for name in names {
+        let mut w: weights::Weights = weights::read_model_dir(dir, None, device, &|n| names.keep(n))?.into_iter().map(|(n, t)| (names.rename(n), t)).collect();
+        let projs: Vec<String> = w.keys().filter(|n| is_decoder_projection(n)).cloned().collect();
+        for name in projs {
             if let Some(q) = nf4::from_checkpoint_tensors(&name, &mut w).with_context(|| format!("{}: reading the 4-bit `{name}`", dir.display()))? {
                 w.insert(name, nf4::dequantize(&q));
             }
         }
         w.into_iter().map(|(n, t)| (n, weights::convert(t, Some(kind), device))).collect()
     } else {
-        weights::read_model_dir(dir, Some(kind), device, &|_| true)?
+        weights::read_model_dir(dir, Some(kind), device, &|n| names.keep(n))?.into_iter().map(|(n, t)| (names.rename(n), t)).collect()
     };
-    let model = Qwen3::from_weights(cfg, &mut w, kind, device)?;
-    if !w.is_empty() {
-        let names: Vec<&String> = w.keys().take(5).collect();
-        anyhow::bail!("{}: {} checkpoint tensors were not used (for example {names:?}): is this the right architecture?", dir.display(), w.len());
-    }
-    Ok(model)
+    names.note_skipped(dir);
+    Ok(w)
 }
 
 /// How QLoRA stores a base model's projections (the recipe's `finetune.quantization`).
@@ -226,13 +288,45 @@ pub fn load_decoder_4bit(dir: &Path, spec: QuantSpec, kind: Kind, device: Device
     let config = read_config(dir)?;
     let t = config.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
     let arch = Architecture::from_model_type(t).with_context(|| format!("{}: model_type `{t}` is not a supported decoder", dir.display()))?;
+    if arch == Architecture::Gemma3 {
+        bail!("{}: a Gemma 3 checkpoint: load it with load_gemma3_4bit (or load_model)", dir.display());
+    }
     let cfg = DecoderConfig::from_json(&config, arch)?;
+    let (mut w, mut quantized) = read_4bit(dir, &config, spec, kind, device)?;
+    let model = Qwen3::from_parts(cfg, &mut w, &mut quantized, spec.compute, kind, device)?;
+    all_used_4bit(dir, &w, &quantized)?;
+    release_freed_memory();
+    Ok(model)
+}
+
+/// Gemma 3's text decoder for QLoRA: as `load_decoder_4bit`.
+pub fn load_gemma3_4bit(dir: &Path, spec: QuantSpec, kind: Kind, device: Device) -> Result<Gemma3> {
+    let config = read_config(dir)?;
+    let cfg = Gemma3Config::from_json(&config).with_context(|| dir.display().to_string())?;
+    let (mut w, mut quantized) = read_4bit(dir, &config, spec, kind, device)?;
+    let model = Gemma3::from_parts(cfg, &mut w, &mut quantized, spec.compute, kind, device)?;
+    all_used_4bit(dir, &w, &quantized)?;
+    release_freed_memory();
+    Ok(model)
+}
+
+fn all_used_4bit(dir: &Path, w: &weights::Weights, quantized: &HashMap<String, nf4::Nf4Tensor>) -> Result<()> {
+    let left: Vec<&String> = w.keys().chain(quantized.keys()).take(5).collect();
+    if !left.is_empty() {
+        bail!("{}: checkpoint tensors were not used (for example {left:?}): is this the right architecture?", dir.display());
+    }
+    Ok(())
+}
+
+/// A decoder's tensors for QLoRA: the decoder projections in NF4, everything else in `kind`.
+fn read_4bit(dir: &Path, config: &serde_json::Value, spec: QuantSpec, kind: Kind, device: Device) -> Result<(weights::Weights, HashMap<String, nf4::Nf4Tensor>)> {
+    let names = Names::of(config);
     let mut w = weights::Weights::new();
     let mut quantized = HashMap::new();
-    if is_bnb_4bit(&config) {
-        let mut stored = weights::read_model_dir(dir, None, device, &|_| true)?;
-        let names: Vec<String> = stored.keys().filter(|n| is_decoder_projection(n)).cloned().collect();
-        for name in names {
+    if is_bnb_4bit(config) {
+        let mut stored: weights::Weights = weights::read_model_dir(dir, None, device, &|n| names.keep(n))?.into_iter().map(|(n, t)| (names.rename(n), t)).collect();
+        let projs: Vec<String> = stored.keys().filter(|n| is_decoder_projection(n)).cloned().collect();
+        for name in projs {
             let q = nf4::from_checkpoint_tensors(&name, &mut stored).with_context(|| format!("{}: reading the 4-bit `{name}`", dir.display()))?;
             match q {
                 Some(q) => {
@@ -246,16 +340,11 @@ pub fn load_decoder_4bit(dir: &Path, spec: QuantSpec, kind: Kind, device: Device
         }
     } else {
         for path in weights::model_files(dir)? {
-            weights::visit_file(&path, &|_| true, &mut |name, t| keep_or_quantize(name, weights::convert(t, Some(kind), device), spec, &mut w, &mut quantized))?;
+            weights::visit_file(&path, &|n| names.keep(n), &mut |name, t| keep_or_quantize(names.rename(name), weights::convert(t, Some(kind), device), spec, &mut w, &mut quantized))?;
         }
     }
-    let model = Qwen3::from_parts(cfg, &mut w, &mut quantized, spec.compute, kind, device)?;
-    let left: Vec<&String> = w.keys().chain(quantized.keys()).take(5).collect();
-    if !left.is_empty() {
-        bail!("{}: checkpoint tensors were not used (for example {left:?}): is this the right architecture?", dir.display());
-    }
-    release_freed_memory();
-    Ok(model)
+    names.note_skipped(dir);
+    Ok((w, quantized))
 }
 
 /// QLoRA's split of a checkpoint as it streams in: the decoder projections to NF4 (`quantized`),
@@ -323,6 +412,12 @@ pub fn load_model(dir: &Path, quant: Option<QuantSpec>, kind: Kind, device: Devi
             bail!("{}: QLoRA (finetune.method qlora) is implemented for decoder-only models; train T5 with method full or lora", dir.display());
         }
         return Ok(Box::new(load_t5(dir, kind, device)?));
+    }
+    if gemma3::is_gemma3(&config) {
+        return Ok(match quant {
+            Some(spec) => Box::new(load_gemma3_4bit(dir, spec, kind, device)?),
+            None => Box::new(load_gemma3(dir, kind, device)?),
+        });
     }
     Ok(match quant {
         Some(spec) => Box::new(load_decoder_4bit(dir, spec, kind, device)?),

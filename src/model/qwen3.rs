@@ -7,8 +7,9 @@ use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use tch::{Device, IndexOp, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
+use super::causal::{self, CausalLm};
 use crate::nn::weights::Weights;
 use crate::nn::linear::Linear;
 use crate::nn::nf4::Nf4Tensor;
@@ -36,6 +37,9 @@ pub struct DecoderConfig {
     pub o_bias: bool,
     /// Qwen3's per-head RMSNorm on q and k before RoPE.
     pub qk_norm: bool,
+    /// Gemma's two extra norms per layer (pre_feedforward, post_feedforward); only the memory
+    /// estimate reads it (Gemma 3 itself is `gemma3::Gemma3`).
+    pub sandwich_norms: bool,
     pub initializer_range: f64,
 }
 
@@ -87,6 +91,7 @@ impl DecoderConfig {
             Architecture::Qwen3 => (attention_bias, attention_bias, true),
             Architecture::Qwen2 => (true, false, false),
             Architecture::Llama => (attention_bias, attention_bias, false),
+            Architecture::Gemma3 => bail!("Gemma 3 is not built from random weights (model.source: random); load a checkpoint folder (gemma3 or gemma3_text)"),
             other => bail!("{other:?} is not a decoder-only architecture"),
         };
         Ok(DecoderConfig {
@@ -106,6 +111,7 @@ impl DecoderConfig {
             qkv_bias,
             o_bias,
             qk_norm,
+            sandwich_norms: false,
             initializer_range: get_f64_or(v, "initializer_range", 0.02),
         })
     }
@@ -154,20 +160,35 @@ impl DecoderConfig {
     }
 }
 
-/// RMSNorm computed in fp32 and cast back before the weight multiplies (as transformers does).
+/// RMSNorm computed in fp32. Qwen/Llama cast back before the weight multiplies; Gemma
+/// (`unit_offset`) multiplies by (1 + weight) in fp32 and casts after, as transformers does.
 pub struct RmsNorm {
     pub weight: Tensor,
     pub eps: f64,
+    pub unit_offset: bool,
 }
 
 impl RmsNorm {
+    pub fn new(weight: Tensor, eps: f64) -> RmsNorm {
+        RmsNorm { weight, eps, unit_offset: false }
+    }
+
+    /// Gemma's norm: x / rms(x) · (1 + weight), all in fp32.
+    pub fn gemma(weight: Tensor, eps: f64) -> RmsNorm {
+        RmsNorm { weight, eps, unit_offset: true }
+    }
+
     /// x: [.., n] → [.., n]
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let kind = x.kind();
         let h = x.to_kind(Kind::Float);
         let var = h.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
         let h = h * (var + self.eps).rsqrt();
-        &self.weight * h.to_kind(kind)
+        if self.unit_offset {
+            (h * (self.weight.to_kind(Kind::Float) + 1.0)).to_kind(kind)
+        } else {
+            &self.weight * h.to_kind(kind)
+        }
     }
 }
 
@@ -194,6 +215,11 @@ impl Rope {
             inv_freq = smoothed.where_self(&medium, &scaled);
         }
         Rope { inv_freq }
+    }
+
+    /// `rope_type: linear`: every frequency divided by `factor` (positions interpolated).
+    pub fn linear(self, factor: f64) -> Rope {
+        Rope { inv_freq: self.inv_freq / factor }
     }
 
     /// positions: [b, t] → (cos, sin): [b, 1, t, d] in `kind`
@@ -239,14 +265,16 @@ pub struct Attention {
     pub o_proj: Linear,
     pub q_norm: Option<RmsNorm>,
     pub k_norm: Option<RmsNorm>,
-    n_heads: i64,
-    n_kv: i64,
-    head_dim: i64,
+    pub n_heads: i64,
+    pub n_kv: i64,
+    pub head_dim: i64,
+    /// Multiplies q·kᵀ: head_dim^-0.5 (Gemma: query_pre_attn_scalar^-0.5).
+    pub scale: f64,
 }
 
 impl Attention {
     /// x: [b, t, h]; mask: [b, 1, t, T] bool (true = may attend) or None for plain causal.
-    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: Option<&Tensor>, cache: Option<&mut Option<(Tensor, Tensor)>>, train: bool) -> Tensor {
+    pub fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: Option<&Tensor>, cache: Option<&mut Option<(Tensor, Tensor)>>, train: bool) -> Tensor {
         let (b, t) = (x.size()[0], x.size()[1]);
         let heads = |p: &Linear, n: i64, norm: &Option<RmsNorm>| {
             let y = p.forward(x, train).view([b, t, n, self.head_dim]);
@@ -270,7 +298,7 @@ impl Attention {
         // GQA: each key/value head serves nh/nkv consecutive query heads; SDPA's enable_gqa does
         // that without materialising repeated keys and values (as transformers 5 does).
         let gqa = self.n_heads != self.n_kv;
-        let scale = (self.head_dim as f64).powf(-0.5);
+        let scale = self.scale;
         // Plain causal attention needs no mask tensor; with a cache the causal diagonal is offset,
         // so callers pass an explicit mask (or none for a single new token).
         let causal = mask.is_none() && !had_past && t > 1;
@@ -279,17 +307,57 @@ impl Attention {
     }
 }
 
+/// The gate's activation: SwiGLU (Qwen, Llama) or GeGLU with tanh-approximated GELU (Gemma's
+/// `gelu_pytorch_tanh`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Act {
+    Silu,
+    GeluTanh,
+}
+
 pub struct Mlp {
     pub gate_proj: Linear,
     pub up_proj: Linear,
     pub down_proj: Linear,
+    pub act: Act,
 }
 
 impl Mlp {
-    /// SwiGLU: down(silu(gate(x)) * up(x))
-    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        self.down_proj.forward(&(self.gate_proj.forward(x, train).silu() * self.up_proj.forward(x, train)), train)
+    /// down(act(gate(x)) * up(x))
+    pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let g = self.gate_proj.forward(x, train);
+        let g = match self.act {
+            Act::Silu => g.silu(),
+            Act::GeluTanh => g.gelu("tanh"),
+        };
+        self.down_proj.forward(&(g * self.up_proj.forward(x, train)), train)
     }
+}
+
+/// The seven projections LoRA adapts, under their names relative to the layer (the same in every
+/// decoder-only family here).
+pub fn projections_of<'a>(a: &'a Attention, m: &'a Mlp) -> [(&'static str, &'a Linear); 7] {
+    [
+        ("self_attn.q_proj", &a.q_proj),
+        ("self_attn.k_proj", &a.k_proj),
+        ("self_attn.v_proj", &a.v_proj),
+        ("self_attn.o_proj", &a.o_proj),
+        ("mlp.gate_proj", &m.gate_proj),
+        ("mlp.up_proj", &m.up_proj),
+        ("mlp.down_proj", &m.down_proj),
+    ]
+}
+
+pub fn projections_of_mut<'a>(a: &'a mut Attention, m: &'a mut Mlp) -> [(&'static str, &'a mut Linear); 7] {
+    [
+        ("self_attn.q_proj", &mut a.q_proj),
+        ("self_attn.k_proj", &mut a.k_proj),
+        ("self_attn.v_proj", &mut a.v_proj),
+        ("self_attn.o_proj", &mut a.o_proj),
+        ("mlp.gate_proj", &mut m.gate_proj),
+        ("mlp.up_proj", &mut m.up_proj),
+        ("mlp.down_proj", &mut m.down_proj),
+    ]
 }
 
 pub struct DecoderLayer {
@@ -381,21 +449,22 @@ impl Qwen3 {
                 n_heads: cfg.num_attention_heads,
                 n_kv: cfg.num_key_value_heads,
                 head_dim: cfg.head_dim,
+                scale: (cfg.head_dim as f64).powf(-0.5),
             };
-            let mlp = Mlp { gate_proj: lin("mlp.gate_proj", false)?, up_proj: lin("mlp.up_proj", false)?, down_proj: lin("mlp.down_proj", false)? };
+            let mlp = Mlp { gate_proj: lin("mlp.gate_proj", false)?, up_proj: lin("mlp.up_proj", false)?, down_proj: lin("mlp.down_proj", false)?, act: Act::Silu };
             let mut layer = DecoderLayer {
                 self_attn,
                 mlp,
-                input_layernorm: RmsNorm { weight: take(&format!("{p}.input_layernorm.weight"))?, eps: cfg.rms_norm_eps },
-                post_attention_layernorm: RmsNorm { weight: take(&format!("{p}.post_attention_layernorm.weight"))?, eps: cfg.rms_norm_eps },
+                input_layernorm: RmsNorm::new(take(&format!("{p}.input_layernorm.weight"))?, cfg.rms_norm_eps),
+                post_attention_layernorm: RmsNorm::new(take(&format!("{p}.post_attention_layernorm.weight"))?, cfg.rms_norm_eps),
             };
             if cfg.qk_norm {
-                layer.self_attn.q_norm = Some(RmsNorm { weight: take(&format!("{p}.self_attn.q_norm.weight"))?, eps: cfg.rms_norm_eps });
-                layer.self_attn.k_norm = Some(RmsNorm { weight: take(&format!("{p}.self_attn.k_norm.weight"))?, eps: cfg.rms_norm_eps });
+                layer.self_attn.q_norm = Some(RmsNorm::new(take(&format!("{p}.self_attn.q_norm.weight"))?, cfg.rms_norm_eps));
+                layer.self_attn.k_norm = Some(RmsNorm::new(take(&format!("{p}.self_attn.k_norm.weight"))?, cfg.rms_norm_eps));
             }
             layers.push(layer);
         }
-        let norm = RmsNorm { weight: take("model.norm.weight")?, eps: cfg.rms_norm_eps };
+        let norm = RmsNorm::new(take("model.norm.weight")?, cfg.rms_norm_eps);
         let lm_head = if cfg.tie_word_embeddings {
             // Some tied checkpoints still store a copy; it is the same tensor.
             w.remove("lm_head.weight");
@@ -502,142 +571,88 @@ impl Qwen3 {
 
     /// The seven projections of a layer with their checkpoint-relative names.
     pub fn linears_of<'a>(&self, l: &'a DecoderLayer) -> [(&'static str, &'a Linear); 7] {
-        [
-            ("self_attn.q_proj", &l.self_attn.q_proj),
-            ("self_attn.k_proj", &l.self_attn.k_proj),
-            ("self_attn.v_proj", &l.self_attn.v_proj),
-            ("self_attn.o_proj", &l.self_attn.o_proj),
-            ("mlp.gate_proj", &l.mlp.gate_proj),
-            ("mlp.up_proj", &l.mlp.up_proj),
-            ("mlp.down_proj", &l.mlp.down_proj),
-        ]
+        projections_of(&l.self_attn, &l.mlp)
     }
 
     pub fn linears_of_mut(l: &mut DecoderLayer) -> [(&'static str, &mut Linear); 7] {
-        let a = &mut l.self_attn;
-        let m = &mut l.mlp;
-        [
-            ("self_attn.q_proj", &mut a.q_proj),
-            ("self_attn.k_proj", &mut a.k_proj),
-            ("self_attn.v_proj", &mut a.v_proj),
-            ("self_attn.o_proj", &mut a.o_proj),
-            ("mlp.gate_proj", &mut m.gate_proj),
-            ("mlp.up_proj", &mut m.up_proj),
-            ("mlp.down_proj", &mut m.down_proj),
-        ]
+        projections_of_mut(&mut l.self_attn, &mut l.mlp)
     }
 
-    /// ids: [b, t], positions: [b, t] → hidden states after the final norm: [b, t, h]
-    pub fn hidden(&self, ids: &Tensor, positions: &Tensor, mask: Option<&Tensor>, mut cache: Option<&mut KvCache>, train: bool) -> Tensor {
-        let mut x = self.embed_tokens.embedding_renorm_ok(ids);
-        let (cos, sin) = self.rope.cos_sin(positions, self.kind);
-        for (i, layer) in self.layers.iter().enumerate() {
-            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = layer.forward(&x, &cos, &sin, mask, slot, train);
-        }
-        self.norm.forward(&x)
+    /// ids: [b, t], positions: [b, t] → hidden states after the final norm: [b, t, h].
+    /// mask2d: [b, past + t] (1 real, 0 pad), None when no row is padded.
+    pub fn hidden(&self, ids: &Tensor, positions: &Tensor, mask2d: Option<&Tensor>, cache: Option<&mut KvCache>, train: bool) -> Tensor {
+        causal::hidden(self, ids, positions, mask2d, cache, train)
     }
 
     /// hidden: [.., h] → logits [.., V] in fp32
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        hidden.linear::<Tensor>(&self.lm_head, None).to_kind(Kind::Float)
+        causal::logits(self, hidden)
     }
 
     /// Full-sequence logits for right-padded ids (training layout): [b, t] → [b, t, V]
     pub fn forward(&self, ids: &Tensor) -> Tensor {
-        let (b, t) = (ids.size()[0], ids.size()[1]);
-        let positions = Tensor::arange(t, (Kind::Int64, self.device)).unsqueeze(0).expand([b, t], true);
-        self.logits(&self.hidden(ids, &positions, None, None, false))
+        causal::forward(self, ids, false)
     }
 
     /// Full-sequence logits with dropout active (training layout): [b, t] → [b, t, V]
     pub fn forward_train(&self, ids: &Tensor) -> Tensor {
-        let (b, t) = (ids.size()[0], ids.size()[1]);
-        let positions = Tensor::arange(t, (Kind::Int64, self.device)).unsqueeze(0).expand([b, t], true);
-        self.logits(&self.hidden(ids, &positions, None, None, true))
+        causal::forward(self, ids, true)
     }
 
-    /// The causal-LM loss, summed over labelled tokens, and their count. The language-model head
-    /// runs only where a label exists: on a chat batch most positions are prompt or padding.
-    /// ids, labels: [b, t] (labels -100 where masked; right padding)
+    /// The causal-LM loss summed over labelled tokens, and their count (see `causal::loss_sum`).
     pub fn loss_sum(&self, ids: &Tensor, labels: &Tensor, train: bool) -> Result<(Tensor, i64)> {
-        let positions = self.train_positions(ids);
-        let hidden = self.hidden(ids, &positions, None, None, train); // [b, t, h]
-        self.head_loss(&hidden, labels)
+        causal::loss_sum(self, ids, labels, train)
     }
 
-    /// [b, t] → positions 0..t for every row (right-padded training batches).
-    fn train_positions(&self, ids: &Tensor) -> Tensor {
-        let (b, t) = (ids.size()[0], ids.size()[1]);
-        Tensor::arange(t, (Kind::Int64, self.device)).unsqueeze(0).expand([b, t], true)
-    }
-
-    /// hidden (after the final norm): [b, t, h], labels: [b, t] → (summed loss, labelled count).
-    fn head_loss(&self, hidden: &Tensor, labels: &Tensor) -> Result<(Tensor, i64)> {
-        let t = hidden.size()[1];
-        // Position i predicts label i+1.
-        let targets = labels.narrow(1, 1, t - 1).reshape([-1]); // [b(t-1)]
-        let idx = targets.ne(-100).nonzero().squeeze_dim(-1); // [n]
-        let n = idx.size()[0];
-        let h = hidden.narrow(1, 0, t - 1).reshape([-1, self.cfg.hidden_size]).index_select(0, &idx); // [n, h]
-        let loss = crate::nn::head::cross_entropy_sum(&h, &self.lm_head, &targets.index_select(0, &idx), self.loss_chunk)?;
-        Ok((loss, n))
-    }
-
-    /// Gradient checkpointing: `loss_sum` in training mode, with the gradient of `loss · scale`
-    /// already accumulated into every trainable tensor's `.grad()`. The forward keeps only each
-    /// decoder layer's input [b, t, h]; backward recomputes one layer at a time with the dropout
-    /// masks of its first pass and pushes the upstream gradient through it. Returns the summed
-    /// loss and the labelled count.
+    /// Gradient checkpointing (see `causal::loss_sum_backward_checkpointed`).
     pub fn loss_sum_backward_checkpointed(&self, ids: &Tensor, labels: &Tensor, scale: f64) -> Result<(f64, i64)> {
-        let positions = self.train_positions(ids);
-        let (cos, sin) = self.rope.cos_sin(&positions, self.kind);
-        let rng = |what| crate::ffi::rng_state(self.device).with_context(|| format!("gradient checkpointing: {what}"));
-        // 1. Forward without a graph, keeping each layer's input and the RNG state it started from.
-        let mut inputs = Vec::with_capacity(self.layers.len());
-        let mut states = Vec::with_capacity(self.layers.len());
-        let mut x = tch::no_grad(|| self.embed_tokens.embedding_renorm_ok(ids)); // [b, t, h]
-        for layer in &self.layers {
-            states.push(rng("saving the RNG")?);
-            let next = tch::no_grad(|| layer.forward(&x, &cos, &sin, None, None, true));
-            inputs.push(x);
-            x = next;
-        }
-        let after_forward = rng("saving the RNG")?;
-        // 2. The head, with a graph from the last layer's output.
-        let last = x.detach().set_requires_grad(true);
-        let (loss, n) = self.head_loss(&self.norm.forward(&last), labels)?;
-        let loss_value = loss.double_value(&[]);
-        (loss * scale).backward();
-        let mut grad = last.grad(); // [b, t, h]
-        // 3. The layers in reverse, one recomputed graph alive at a time.
-        for (i, layer) in self.layers.iter().enumerate().rev() {
-            crate::ffi::set_rng_state(self.device, &states[i])?;
-            let input = inputs[i].detach().set_requires_grad(true);
-            let out = layer.forward(&input, &cos, &sin, None, None, true);
-            crate::ffi::backward_with_grad(&[&out], &[&grad])?;
-            grad = input.grad();
-            inputs[i] = Tensor::new();
-        }
-        // 4. The embedding, when it trains (full fine-tuning).
-        if self.embed_tokens.requires_grad() {
-            let emb = self.embed_tokens.embedding_renorm_ok(ids);
-            crate::ffi::backward_with_grad(&[&emb], &[&grad])?;
-        }
-        // Later draws continue as if the layers had run once.
-        crate::ffi::set_rng_state(self.device, &after_forward)?;
-        Ok((loss_value, n))
+        causal::loss_sum_backward_checkpointed(self, ids, labels, scale)
     }
 
     /// Logits of the last position of each row, for generation. ids: [b, t] → [b, V]
-    pub fn step(&self, ids: &Tensor, positions: &Tensor, mask: Option<&Tensor>, cache: &mut KvCache) -> Tensor {
-        let hidden = self.hidden(ids, positions, mask, Some(cache), false);
-        let t = hidden.size()[1];
-        self.logits(&hidden.i((.., t - 1, ..)))
+    pub fn step(&self, ids: &Tensor, positions: &Tensor, mask2d: Option<&Tensor>, cache: &mut KvCache) -> Tensor {
+        causal::step(self, ids, positions, mask2d, cache)
     }
 }
 
-trait EmbeddingExt {
+impl CausalLm for Qwen3 {
+    /// RoPE (cos, sin) [b, 1, t, d] and the padding mask [b, 1, t, T] when a row is padded.
+    type Ctx = (Tensor, Tensor, Option<Tensor>);
+    fn device(&self) -> Device {
+        self.device
+    }
+    fn hidden_size(&self) -> i64 {
+        self.cfg.hidden_size
+    }
+    fn n_layers(&self) -> usize {
+        self.layers.len()
+    }
+    fn embed(&self, ids: &Tensor) -> Tensor {
+        self.embed_tokens.embedding_renorm_ok(ids)
+    }
+    fn embed_trains(&self) -> bool {
+        self.embed_tokens.requires_grad()
+    }
+    fn context(&self, positions: &Tensor, mask2d: Option<&Tensor>, past: i64) -> Self::Ctx {
+        let (cos, sin) = self.rope.cos_sin(positions, self.kind);
+        let mask = mask2d.map(|m| attention_mask(m, past, positions.size()[1]));
+        (cos, sin, mask)
+    }
+    fn layer(&self, i: usize, x: &Tensor, ctx: &Self::Ctx, cache: Option<&mut Option<(Tensor, Tensor)>>, train: bool) -> Tensor {
+        self.layers[i].forward(x, &ctx.0, &ctx.1, ctx.2.as_ref(), cache, train)
+    }
+    fn final_norm(&self, x: &Tensor) -> Tensor {
+        self.norm.forward(x)
+    }
+    fn lm_head(&self) -> &Tensor {
+        &self.lm_head
+    }
+    fn loss_chunk(&self) -> usize {
+        self.loss_chunk
+    }
+}
+
+pub(crate) trait EmbeddingExt {
     fn embedding_renorm_ok(&self, ids: &Tensor) -> Tensor;
 }
 

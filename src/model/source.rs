@@ -30,6 +30,7 @@ impl Architecture {
             "qwen3" => Architecture::Qwen3,
             "qwen2" => Architecture::Qwen2,
             "llama" => Architecture::Llama,
+            "gemma3" | "gemma3_text" => Architecture::Gemma3,
             "t5" => Architecture::T5,
             _ => return None,
         })
@@ -182,7 +183,7 @@ pub fn resolve(recipe: &LoadedRecipe, need_weights: bool) -> Result<ModelFiles> 
             let tok_cfg = m.tokenizer.as_ref().and_then(|t| recipe.resolve(&t.join("config.json")).ok()).and_then(|p| read_json(&p).ok());
             let model_type = config.as_ref().or(tok_cfg.as_ref()).and_then(|c| c.get("model_type")).and_then(Value::as_str);
             match model_type {
-                Some(t) => Architecture::from_model_type(t).with_context(|| format!("model_type `{t}` is not supported: steptune trains qwen3, qwen2, llama and t5"))?,
+                Some(t) => Architecture::from_model_type(t).with_context(|| format!("model_type `{t}` is not supported: steptune trains qwen3, qwen2, llama, gemma3 (text) and t5"))?,
                 None => bail!("cannot tell the architecture of `{}` without its config.json: set `model.architecture`", m.source),
             }
         }

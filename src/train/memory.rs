@@ -237,8 +237,11 @@ pub fn decoder_layer_saved(c: &DecoderConfig, n_tok: i64, k: i64, method: Method
         s += 2 * k * n * q;
     }
     s += norm(h, n); // post_attention_layernorm
+    if c.sandwich_norms {
+        s += 2 * norm(h, n); // Gemma: pre_feedforward_layernorm, and post_feedforward_layernorm below
+    }
     s += input(&["gate_proj", "up_proj"], h);
-    s += 3 * k * n * f; // silu keeps gate, the product keeps silu(gate) and up
+    s += 3 * k * n * f; // silu (Gemma: tanh GELU) keeps gate, the product keeps act(gate) and up
     s += input(&["down_proj"], f);
     s
 }
@@ -273,7 +276,8 @@ pub fn model_config(recipe: &LoadedRecipe) -> Result<(Value, Architecture)> {
             m.source
         );
     };
-    if config.get("vocab_size").is_none() {
+    // Gemma 3 keeps its shape in `text_config` and defaults vocab_size (262,208) when absent.
+    if config.get("vocab_size").is_none() && !crate::model::gemma3::is_gemma3(&config) {
         match &m.train_tokenizer {
             Some(t) => config["vocab_size"] = json!(t.vocab_size),
             None => bail!("model.config has no vocab_size (and no model.train_tokenizer to take it from)"),
@@ -282,7 +286,7 @@ pub fn model_config(recipe: &LoadedRecipe) -> Result<(Value, Architecture)> {
     let arch = match m.architecture {
         Architecture::Auto => {
             let t = config.get("model_type").and_then(Value::as_str).unwrap_or("");
-            Architecture::from_model_type(t).with_context(|| format!("config.json: model_type `{t}` is not one steptune trains (qwen3, qwen2, llama, t5)"))?
+            Architecture::from_model_type(t).with_context(|| format!("config.json: model_type `{t}` is not one steptune trains (qwen3, qwen2, llama, gemma3, t5)"))?
         }
         a => a,
     };
@@ -295,6 +299,10 @@ pub fn estimate(recipe: &LoadedRecipe, opts: &EstimateOptions) -> Result<Plan> {
     if arch == Architecture::T5 {
         let c = T5Config::from_json(&config)?;
         return estimate_t5(recipe, &c, opts);
+    }
+    if arch == Architecture::Gemma3 {
+        let c = crate::model::gemma3::Gemma3Config::from_json(&config)?.decoder_shape();
+        return estimate_decoder(recipe, &c, opts);
     }
     // The RoPE variant changes no tensor's size: plan for Llama-3.1's `llama3` scaling too, which
     // training itself does not support yet.
@@ -402,7 +410,7 @@ fn estimate_decoder(recipe: &LoadedRecipe, c: &DecoderConfig, opts: &EstimateOpt
     ));
     let embed = v * h;
     let head = if c.tie_word_embeddings { 0 } else { v * h };
-    let norms = l * (2 * h + if c.qk_norm { 2 * d } else { 0 }) + h;
+    let norms = l * (if c.sandwich_norms { 4 } else { 2 } * h + if c.qk_norm { 2 * d } else { 0 }) + h;
     lines.push(line(
         "base weights: embeddings, lm_head, norms, biases",
         k * (embed + head + norms + bias_numel),
