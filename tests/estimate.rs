@@ -111,6 +111,18 @@ fn the_command_prints_lines_a_total_and_what_fits() {
     let (code, out, _) = steptune(&["estimate", r, "--budget", "24GiB"], d.path());
     assert_eq!(code, 0);
     assert!(out.contains("total") && out.contains("activations (gradient checkpointing)") && out.contains("largest micro-batch"), "{out}");
+    // With IFEval in the eval stage, the KV cache is sized for its 1280 new tokens.
+    let kv_line = |args: &[&str]| -> (u64, String) {
+        let (code, o, e) = steptune(&[&["estimate", r, "--json"], args].concat(), d.path());
+        assert_eq!(code, 0, "{e}");
+        let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+        let l = v["lines"].as_array().unwrap().iter().find(|l| l["name"] == "eval stage: KV cache").unwrap().clone();
+        (l["bytes"].as_u64().unwrap(), l["detail"].as_str().unwrap().to_string())
+    };
+    let (plain, plain_detail) = kv_line(&[]);
+    let (with_ifeval, detail) = kv_line(&["--set", "eval.ifeval=true"]);
+    assert!(plain_detail.contains("eval.max_new_tokens"), "{plain_detail}");
+    assert!(with_ifeval > plain && detail.contains("1280 new tokens, eval.ifeval_max_new_tokens"), "{detail}");
     // check shows the total too.
     let (code, out, _) = steptune(&["check", r], d.path());
     assert_eq!(code, 0);

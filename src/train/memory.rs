@@ -293,6 +293,16 @@ pub fn model_config(recipe: &LoadedRecipe) -> Result<(Value, Architecture)> {
     Ok((config, arch))
 }
 
+/// The longest generation the eval stage runs, and the key that sets it: the procedures'
+/// `eval.max_new_tokens`, or IFEval's budget (1280 by default) when `eval.ifeval` is on.
+fn eval_new_tokens(r: &crate::recipe::Recipe) -> (i64, &'static str) {
+    if r.eval.ifeval && r.eval.ifeval_max_new_tokens > r.eval.max_new_tokens {
+        (r.eval.ifeval_max_new_tokens as i64, "eval.ifeval_max_new_tokens")
+    } else {
+        (r.eval.max_new_tokens as i64, "eval.max_new_tokens")
+    }
+}
+
 /// The plan for a recipe (with `--set` overrides already applied).
 pub fn estimate(recipe: &LoadedRecipe, opts: &EstimateOptions) -> Result<Plan> {
     let (config, arch) = model_config(recipe)?;
@@ -494,14 +504,15 @@ fn estimate_decoder(recipe: &LoadedRecipe, c: &DecoderConfig, opts: &EstimateOpt
 
     // 4. The eval stage: generation with a KV cache (a separate phase without optimizer state).
     let eb = r.eval.batch_size as i64;
-    let kv_len = t + r.eval.max_new_tokens as i64;
+    let (new_tokens, budget_key) = eval_new_tokens(r);
+    let kv_len = t + new_tokens;
     let kv = 2 * l * eb * c.num_key_value_heads * d * kv_len * k;
     let kv_peak = kv + 2 * eb * c.num_key_value_heads * d * kv_len * k; // one layer's cat holds old and new
     let eval_counted = kv_peak > train_peak;
     lines.push(Line {
         name: "eval stage: KV cache".into(),
         bytes: kv_peak as u64,
-        detail: format!("eval.batch_size {eb} × ({t} prompt + {} new tokens) × {l} layers × k and v [{}, {d}]", r.eval.max_new_tokens, c.num_key_value_heads),
+        detail: format!("eval.batch_size {eb} × ({t} prompt + {new_tokens} new tokens, {budget_key}) × {l} layers × k and v [{}, {d}]", c.num_key_value_heads),
         counted: eval_counted,
     });
     let model = format!("{} h{h} L{l} V{v}", format!("{:?}", c.architecture).to_lowercase());
@@ -619,11 +630,11 @@ fn estimate_t5(recipe: &LoadedRecipe, c: &T5Config, opts: &EstimateOptions) -> R
     let trainable_bytes = lines.iter().find(|l| l.name == "gradients").map(|l| l.bytes as i64).unwrap_or(0);
     let train_peak = step_phases(&mut lines, full, trainable_bytes, acts + head, 3 * k * b * s * dff, opt_temp, &format!("the FFN's backward, or AdamW on the largest tensor ({})", human(opt_temp as u64)));
     let eb = r.eval.batch_size as i64;
-    let kv_len = r.eval.max_new_tokens as i64;
+    let (kv_len, budget_key) = eval_new_tokens(r);
     // Self-attention cache grows with the output; cross-attention keys/values cover the source.
     let kv = ld * eb * 2 * inner * k * (kv_len + s);
     let eval_counted = kv > train_peak;
-    lines.push(Line { name: "eval stage: KV cache".into(), bytes: kv as u64, detail: format!("eval.batch_size {eb}, {kv_len} new tokens + {s} source tokens (cross-attention)"), counted: eval_counted });
+    lines.push(Line { name: "eval stage: KV cache".into(), bytes: kv as u64, detail: format!("eval.batch_size {eb}, {kv_len} new tokens ({budget_key}) + {s} source tokens (cross-attention)"), counted: eval_counted });
     Ok(finish(recipe, &cm, format!("t5 d{dm} L{le}+{ld} V{v}"), trainable, lines, if eval_counted { kv } else { train_peak }))
 }
 
