@@ -464,24 +464,23 @@ fn is_titlecase(c: char) -> bool {
 
 /// `str.isupper()`: at least one cased character and none lowercase or titlecase.
 pub fn py_isupper(s: &str) -> bool {
-    let mut cased = false;
-    for c in s.chars() {
-        if c.is_lowercase() || is_titlecase(c) {
-            return false;
-        }
-        cased |= c.is_uppercase();
-    }
-    cased
+    all_cased_as(s, char::is_uppercase, char::is_lowercase)
 }
 
 /// `str.islower()`: at least one cased character and none uppercase or titlecase.
 pub fn py_islower(s: &str) -> bool {
+    all_cased_as(s, char::is_lowercase, char::is_uppercase)
+}
+
+/// CPython's loop behind both: false at the first `other` or titlecase character, else whether
+/// some character was `wanted`.
+fn all_cased_as(s: &str, wanted: fn(char) -> bool, other: fn(char) -> bool) -> bool {
     let mut cased = false;
     for c in s.chars() {
-        if c.is_uppercase() || is_titlecase(c) {
+        if other(c) || is_titlecase(c) {
             return false;
         }
-        cased |= c.is_lowercase();
+        cased |= wanted(c);
     }
     cased
 }
