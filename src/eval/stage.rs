@@ -180,10 +180,8 @@ fn generate_and_report(recipe: &LoadedRecipe, run: &RunDir) -> Result<PathBuf> {
         crate::train::tensorboard::write_eval(&dir, outcome.steps, &scores)?;
     }
     let _ = chart(run, &systems, &reference.corpus, &r.eval.metrics);
-    let mut md = markdown(recipe, &outcome, &systems, &reference.corpus, &items.iter().map(|e| (e.prompt.clone(), e.output.clone(), e.group.clone())).collect::<Vec<_>>());
-    if let Some(section) = ifeval_section {
-        md = md.replace("Training curves: ![loss](loss.png)\n", &format!("## IFEval: instruction-following kept or lost\n\n{section}\nBoth systems' tables and failing examples: [ifeval.md](ifeval.md).\n\nTraining curves: ![loss](loss.png)\n"));
-    }
+    let items: Vec<(String, String, String)> = items.iter().map(|e| (e.prompt.clone(), e.output.clone(), e.group.clone())).collect();
+    let md = markdown(recipe, &outcome, &systems, &reference.corpus, &items, ifeval_section.as_deref());
     write_atomic(&path, md.as_bytes())?;
     Ok(path)
 }
@@ -253,7 +251,7 @@ fn chart(run: &RunDir, systems: &[SystemResult], reference: &CorpusScores, metri
     Ok(())
 }
 
-fn markdown(recipe: &LoadedRecipe, outcome: &TrainOutcome, systems: &[SystemResult], reference: &CorpusScores, items: &[(String, String, String)]) -> String {
+fn markdown(recipe: &LoadedRecipe, outcome: &TrainOutcome, systems: &[SystemResult], reference: &CorpusScores, items: &[(String, String, String)], ifeval: Option<&str>) -> String {
     let mut s = String::new();
     let r = &recipe.recipe;
     let f = |l: Option<f64>| l.map(|l| format!("{l:.4}")).unwrap_or_else(|| "-".into());
@@ -328,6 +326,9 @@ fn markdown(recipe: &LoadedRecipe, outcome: &TrainOutcome, systems: &[SystemResu
                 let _ = writeln!(s, "\n");
             }
         }
+    }
+    if let Some(section) = ifeval {
+        let _ = writeln!(s, "## IFEval: instruction-following kept or lost\n\n{section}\nBoth systems' tables and failing examples: [ifeval.md](ifeval.md).\n");
     }
     let _ = writeln!(s, "Training curves: ![loss](loss.png)");
     s
