@@ -135,6 +135,11 @@ fn a_missing_or_malformed_parameter_is_named() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("`frequency` must be an integer"), "{e}");
+    let e = checkers::Instruction::new("punctuation:no_comma", &kw(serde_json::json!({"num_words": 5}))).unwrap_err().to_string();
+    assert!(e.contains("unexpected parameter `num_words`; it takes none"), "{e}");
+    // The Hugging Face copy of the data lists every key with nulls: those are skipped.
+    let hf = kw(serde_json::json!({"num_words": 5, "relation": "less than", "keywords": null, "language": null}));
+    assert!(checkers::Instruction::new("length_constraints:number_words", &hf).unwrap().follows("one two"));
     let e = checkers::Instruction::new("keywords:key_sentences", &Map::new()).unwrap_err().to_string();
     assert!(e.contains("unknown instruction"), "{e}");
     let bad = r#"{"key": 7, "prompt": "p", "instruction_id_list": ["punctuation:no_comma"], "kwargs": []}"#;

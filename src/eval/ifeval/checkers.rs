@@ -98,7 +98,46 @@ struct Kwargs<'a> {
     map: &'a Map<String, Value>,
 }
 
+/// The parameters of each instruction's `build_description` in the reference.
+fn parameters_of(id: &str) -> &'static [&'static str] {
+    match id {
+        "keywords:existence" => &["keywords"],
+        "keywords:frequency" => &["keyword", "frequency", "relation"],
+        "keywords:forbidden_words" => &["forbidden_words"],
+        "keywords:letter_frequency" => &["letter", "let_frequency", "let_relation"],
+        "language:response_language" => &["language"],
+        "length_constraints:number_sentences" => &["num_sentences", "relation"],
+        "length_constraints:number_paragraphs" => &["num_paragraphs"],
+        "length_constraints:number_words" => &["num_words", "relation"],
+        "length_constraints:nth_paragraph_first_word" => &["num_paragraphs", "nth_paragraph", "first_word"],
+        "detectable_content:number_placeholders" => &["num_placeholders"],
+        "detectable_content:postscript" => &["postscript_marker"],
+        "detectable_format:number_bullet_lists" => &["num_bullets"],
+        "detectable_format:number_highlighted_sections" => &["num_highlights"],
+        "detectable_format:multiple_sections" => &["section_spliter", "num_sections"],
+        "combination:repeat_prompt" => &["prompt_to_repeat"],
+        "startend:end_checker" => &["end_phrase"],
+        "change_case:capital_word_frequency" => &["capital_frequency", "capital_relation"],
+        _ => &[],
+    }
+}
+
 impl Kwargs<'_> {
+    /// A key the instruction does not take is an error (the reference's `build_description` raises
+    /// TypeError); null values are skipped, as in the Hugging Face copy of the data, which lists
+    /// every key of every instruction with nulls.
+    fn only(&self, allowed: &[&str]) -> Result<()> {
+        for (key, v) in self.map {
+            if !v.is_null() && !allowed.contains(&key.as_str()) {
+                bail!(
+                    "{}: unexpected parameter `{key}`; it takes {}",
+                    self.id,
+                    if allowed.is_empty() { "none".to_string() } else { allowed.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ") }
+                );
+            }
+        }
+        Ok(())
+    }
     fn random_in_reference(&self, key: &str) -> anyhow::Error {
         anyhow!(
             "{}: `{key}` is missing or null; the reference would draw it at random, which makes the \
@@ -153,6 +192,7 @@ impl Instruction {
     /// `build_description(**kwargs)` of the reference, for one instruction id.
     pub fn new(id: &str, kwargs: &Map<String, Value>) -> Result<Instruction> {
         let k = Kwargs { id, map: kwargs };
+        k.only(parameters_of(id))?;
         let regex = |pattern: &str, flags: &str| PyRegex::new(pattern, flags).with_context(|| format!("{id}: pattern {pattern:?}"));
         Ok(match id {
             "keywords:existence" => {
