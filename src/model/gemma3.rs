@@ -25,7 +25,7 @@ use super::source::ModelKind;
 use super::{generate, tokenizer, Batch, Model};
 use crate::nn::linear::Linear;
 use crate::nn::nf4::Nf4Tensor;
-use crate::nn::weights::{self, Weights};
+use crate::nn::weights::Weights;
 
 /// One layer type's RoPE: its base and, for `rope_type: linear`, the factor positions are divided by.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -520,21 +520,5 @@ impl Model for Gemma3 {
 
 /// Writes an HF folder transformers loads as Gemma3ForCausalLM (text only, `model.*` names).
 pub fn save_gemma3(model: &Gemma3, dir: &Path, tok: Option<&tokenizer::TokenizerBundle>) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let id = |t: &Option<String>| t.as_deref().and_then(|s| tok.and_then(|k| k.token_id(s))).map(|i| i as i64);
-    let (bos, eos, pad) = match tok {
-        Some(k) => (id(&k.bos_token), id(&k.eos_token), id(&k.pad_token)),
-        None => (None, None, None),
-    };
-    let config = model.cfg.to_hf_json(bos, eos, pad, super::kind_name(model.kind));
-    crate::run::write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
-    let gen = json!({"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad, "do_sample": false});
-    crate::run::write_atomic(&dir.join("generation_config.json"), serde_json::to_string_pretty(&gen)?.as_bytes())?;
-    let named = model.base_tensors(true);
-    let refs: Vec<(String, &Tensor)> = named.iter().map(|(n, t)| (n.clone(), t)).collect();
-    weights::write_file(&dir.join("model.safetensors"), &refs)?;
-    if let Some(k) = tok {
-        k.save(dir)?;
-    }
-    Ok(())
+    super::save_causal_folder(dir, tok, |bos, eos, pad| model.cfg.to_hf_json(bos, eos, pad, super::kind_name(model.kind)), &model.base_tensors(true))
 }

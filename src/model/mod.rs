@@ -436,18 +436,28 @@ pub fn kind_name(kind: Kind) -> &'static str {
 /// Writes an HF folder transformers loads: config.json, generation_config.json,
 /// model.safetensors and, when given, the tokenizer files.
 pub fn save_decoder(model: &Qwen3, dir: &Path, tok: Option<&tokenizer::TokenizerBundle>) -> Result<()> {
+    save_causal_folder(dir, tok, |bos, eos, pad| model.cfg.to_hf_json(bos, eos, pad, kind_name(model.kind)), &model.named_weights())
+}
+
+/// The HF folder of any decoder-only model: config.json (from the tokenizer's special ids),
+/// generation_config.json, model.safetensors and the tokenizer files.
+pub fn save_causal_folder(
+    dir: &Path,
+    tok: Option<&tokenizer::TokenizerBundle>,
+    config_of: impl FnOnce(Option<i64>, Option<i64>, Option<i64>) -> serde_json::Value,
+    named: &[(String, Tensor)],
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let id = |t: &Option<String>| t.as_deref().and_then(|s| tok.and_then(|k| k.token_id(s))).map(|i| i as i64);
     let (bos, eos, pad) = match tok {
         Some(k) => (id(&k.bos_token), id(&k.eos_token), id(&k.pad_token)),
         None => (None, None, None),
     };
-    let config = model.cfg.to_hf_json(bos, eos, pad, kind_name(model.kind));
+    let config = config_of(bos, eos, pad);
     crate::run::write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
     let gen = serde_json::json!({"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad, "do_sample": false});
     crate::run::write_atomic(&dir.join("generation_config.json"), serde_json::to_string_pretty(&gen)?.as_bytes())?;
-    let named = model.named_weights();
-    let refs: Vec<(String, &tch::Tensor)> = named.iter().map(|(n, t)| (n.clone(), t)).collect();
+    let refs: Vec<(String, &Tensor)> = named.iter().map(|(n, t)| (n.clone(), t)).collect();
     weights::write_file(&dir.join("model.safetensors"), &refs)?;
     if let Some(k) = tok {
         k.save(dir)?;
